@@ -1,0 +1,37 @@
+"""How a question-answer record becomes a chat and a training example. Shared by preprocess,
+train and evaluate, so all three use one chat template and one masking rule."""
+
+from __future__ import annotations
+
+IGNORE_INDEX = -100  # label value the loss skips
+
+
+def to_messages(question: str, answer: str | None, system_prompt: str) -> list[dict]:
+    """The chat for one record; without `answer`, the prompt that generation continues."""
+    messages = [{"role": "system", "content": system_prompt}, {"role": "user", "content": question}]
+    if answer is not None:
+        messages.append({"role": "assistant", "content": answer})
+    return messages
+
+
+def prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """Token ids of everything before the assistant's answer, ending in the assistant header."""
+    prompt = [m for m in messages if m["role"] != "assistant"]
+    return list(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=False))
+
+
+def encode_example(tokenizer, messages: list[dict]) -> dict:
+    """input_ids for the whole chat, with labels masked on the prompt so loss is on the answer only.
+
+    Raises ValueError when the template does not render the prompt as a prefix of the whole chat
+    (then masking by length would be wrong).
+    """
+    prompt = prompt_ids(tokenizer, messages)
+    full = list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False))
+    if full[: len(prompt)] != prompt:
+        raise ValueError("chat template renders the prompt differently inside the full chat")
+    return {
+        "input_ids": full,
+        "attention_mask": [1] * len(full),
+        "labels": [IGNORE_INDEX] * len(prompt) + full[len(prompt):],
+    }

@@ -1,0 +1,93 @@
+"""The embedded default's base model: a tiny Qwen2ForCausalLM built and pre-trained offline.
+
+`download_model` calls `build_tiny_model` when `model.source` is `builtin`. The result is saved
+in the same Hugging Face layout as a downloaded checkpoint, so every later stage loads it
+through the same `from_pretrained` path as Qwen2.5.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+log = logging.getLogger(__name__)
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+# ChatML, as Qwen2.5-Instruct renders a conversation that carries its own system message.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def build_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """A byte-level BPE like Qwen's (no unknown tokens), trained on `texts`."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template=CHAT_TEMPLATE,
+        model_max_length=2048,
+        padding_side="right",
+    )
+
+
+def build_model(tokenizer: PreTrainedTokenizerFast, arch: dict, seed: int) -> Qwen2ForCausalLM:
+    """A randomly initialised Qwen2 model; `arch` holds Qwen2Config fields."""
+    torch.manual_seed(seed)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+        **arch,
+    )
+    return Qwen2ForCausalLM(config)
+
+
+def pretrain(model, tokenizer, dialogues: list[list[dict]], steps: int, batch_size: int, lr: float, seed: int) -> list[float]:
+    """Causal-LM training on chat-rendered `dialogues`, so that LoRA has something to adapt.
+
+    Returns the loss at each step. LoRA on a randomly initialised model barely moves its loss.
+    """
+    texts = [tokenizer.apply_chat_template(d, tokenize=False) for d in dialogues]
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
+    losses = []
+    for _ in tqdm(range(steps), desc="pre-training the built-in model", unit="step"):
+        batch = tokenizer(
+            rng.sample(texts, batch_size),
+            return_tensors="pt", padding=True, truncation=True, max_length=256,
+        )
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        loss = model(**batch, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    model.eval()
+    log.info("pre-training loss: first %.3f, last %.3f", losses[0], sum(losses[-10:]) / min(10, len(losses)))
+    return losses
