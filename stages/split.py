@@ -6,7 +6,7 @@ Writes: data/split/test.jsonl, data/split/dev.jsonl, data/split/train-<scale>.js
         metrics/split.json (set sizes, and how many train candidates were dropped for leaking)
 
 The records are shuffled once with the seed; test and dev are the first records, and each train
-subset is a prefix of the rest, so 2k is inside 5k and 5k inside 10k. No train record repeats a
+subset is a prefix of the rest, so 1k is inside 2k and 2k inside 5k. No train record repeats a
 dev or test question.
 """
 

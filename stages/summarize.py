@@ -146,7 +146,7 @@ def plot_loss_curves(curves: pd.DataFrame, path: Path) -> None:
         data = curves[curves.series == series]
         if not data.empty:
             sns.lineplot(data=data, x="step", y="loss", hue="run", marker="o" if series == "eval" else None, ax=ax)
-        ax.set(title=f"{series} loss", xlabel="optimizer step", ylabel="loss")
+        ax.set(title=f"{series} loss", xlabel="DVCLive step (one per Trainer log)", ylabel="loss")
     fig.suptitle("Training curves")
     _save(fig, path)
     plt.close(fig)
