@@ -14,6 +14,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 @contextmanager
 def atomic_path(final: Path | str, *, directory: bool = False):
     """Yield a temporary path beside `final`; move it onto `final` only if the block succeeds."""
@@ -27,6 +31,7 @@ def atomic_path(final: Path | str, *, directory: bool = False):
         tmp = Path(name)
     try:
         yield tmp
+        os.chmod(tmp, (0o777 if directory else 0o666) & ~_UMASK)  # mkstemp/mkdtemp make them private
         if directory and final.exists():
             old = final.with_name(f".{final.name}.old")
             shutil.rmtree(old, ignore_errors=True)

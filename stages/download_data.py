@@ -34,7 +34,10 @@ def main() -> None:
     if p["data"]["source"] == "builtin":
         from stages.medqa_synth import generate_pairs
 
-        records = generate_pairs(p["data"]["builtin_records"], seed=p["seed"])
+        try:
+            records = generate_pairs(p["data"]["builtin_records"], seed=p["seed"])
+        except ValueError as e:
+            raise PipelineError(f"data.builtin_records: {e}; lower it") from e
         skipped: Counter = Counter()
         revision = {"generator": "stages/medqa_synth.py", "seed": p["seed"]}
     else:
@@ -53,7 +56,9 @@ def main() -> None:
 def parse_jsonl(path: Path) -> tuple[list[dict], Counter]:
     """Records with non-empty string `question` and `answer`; every other line is counted by reason."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # utf-8-sig drops a byte-order mark; split on \n only, since str.splitlines() also splits
+        # on U+2028 and other separators that JSON strings may carry raw.
+        lines = path.read_text(encoding="utf-8-sig").split("\n")
     except UnicodeDecodeError as e:
         raise PipelineError(f"{path} is not UTF-8 ({e.reason} at byte {e.start}); re-encode it, e.g. iconv -f GB18030 -t UTF-8") from e
     records, skipped = [], Counter()

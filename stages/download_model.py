@@ -81,7 +81,8 @@ def download_hf(repo_id: str, revision: str, out: Path) -> dict:
     # Resolve a branch or tag to its commit first, and download exactly that commit.
     commit = HfApi().model_info(repo_id, revision=revision).sha
     log.info("downloading %s@%s (commit %s) from %s", repo_id, revision, commit, constants.ENDPOINT)
-    snapshot_download(repo_id, revision=commit, local_dir=out, allow_patterns=MODEL_FILES)
+    # Top-level files only: some repos keep extra weight copies in subfolders (original/, onnx/).
+    snapshot_download(repo_id, revision=commit, local_dir=out, allow_patterns=MODEL_FILES, ignore_patterns=["*/*"])
     shutil.rmtree(out / ".cache", ignore_errors=True)  # hub bookkeeping with timestamps
     return {"source": "hf", "repo_id": repo_id, "revision": revision, "resolved_commit": commit}
 

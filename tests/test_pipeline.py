@@ -1,0 +1,144 @@
+"""End-to-end: the whole DAG through DVC, on an even smaller override of the embedded default.
+
+The repository's tracked files are copied into a fresh git repo, and DVC drives the stages as a
+user would: `dvc exp run -S ...` (Hydra composition, as the README shows), a second run that
+must do nothing, an lr change that must rerun exactly the training side, and bad params that
+must stop the first stage with one message.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS, SCALES = ["lora", "qlora"], ["200", "400"]
+RUNS = [f"{m}-{s}" for m in METHODS for s in SCALES]
+SMALL = [
+    "model.builtin.pretrain.steps=40", "model.builtin.pretrain.passages=400", "model.builtin.vocab_size=600",
+    "data.builtin_records=800", "split.dev_size=40", "split.test_size=40", f"split.scales=[{','.join(SCALES)}]",
+    "train.args.eval_steps=0.5", "train.args.save_steps=0.5", "evaluate.max_new_tokens=32",
+]
+
+
+def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"dvc {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def ran_stages(output: str) -> set[str]:
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    repo = tmp_path_factory.mktemp("pipeline")
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, repo / name)
+    git(repo, "init", "-q")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy")
+    return repo
+
+
+@pytest.fixture(scope="module")
+def first_run(repo):
+    return dvc(repo, "exp", "run", *[a for o in SMALL for a in ("-S", o)])
+
+
+def test_first_run_produces_every_output(repo, first_run):
+    expected = {f"train@{r}" for r in RUNS} | {f"evaluate@{r}" for r in RUNS} | {
+        "download_model", "download_data", "preprocess", "split", "evaluate_base", "summarize"}
+    assert ran_stages(first_run.stdout) == expected
+    assert (repo / "models/base/model.safetensors").exists()
+    assert json.loads((repo / "models/base/provenance.json").read_text())["source"] == "builtin"
+    for run in RUNS + ["base"]:
+        metrics = json.loads((repo / f"metrics/evaluate/{run}.json").read_text())
+        for key in ("rouge-1", "rouge-2", "rouge-l", "bleu", "samples_per_second", "tokens_per_second", "peak_memory_mb"):
+            assert isinstance(metrics[key], float) and metrics[key] >= 0, (run, key)
+        lines = (repo / f"data/predictions/{run}.jsonl").read_text(encoding="utf-8").splitlines()
+        assert len(lines) == 40 and set(json.loads(lines[0])) == {"id", "question", "reference", "prediction"}
+    for run in RUNS:
+        assert (repo / f"models/adapters/{run}/adapter_model.safetensors").exists()
+        assert (repo / f"dvclive/{run}/plots/metrics/eval/loss.tsv").exists()
+        train = json.loads((repo / f"metrics/train/{run}.json").read_text())
+        assert train["n_train"] == int(run.split("-")[1]) and train["best_eval_loss"] > 0
+        assert 0 < train["trainable_params"] < train["total_params"]
+    csv = (repo / "plots/results_summary.csv").read_text().splitlines()
+    assert len(csv) == 1 + 1 + len(RUNS) and csv[1].startswith("base,")
+    for png in ("data_scale_comparison", "method_comparison", "loss_curves"):
+        assert (repo / f"plots/{png}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_nested_splits_and_no_leak(repo, first_run):
+    def questions(name):
+        return [json.loads(line)["question"] for line in (repo / f"data/split/{name}.jsonl").read_text(encoding="utf-8").splitlines()]
+
+    small, large = questions("train-200"), questions("train-400")
+    assert len(small) == 200 and len(large) == 400 and large[:200] == small
+    assert not set(large) & (set(questions("test")) | set(questions("dev")))
+
+
+def test_adapter_trained_and_only_the_adapter_saved(repo, first_run):
+    weights = load_file(repo / "models/adapters/lora-400/adapter_model.safetensors")
+    assert weights and all("lora_" in k for k in weights)
+    # LoRA's B matrices start at zero: non-zero means training moved them.
+    assert any(v.abs().sum() > 0 for k, v in weights.items() if "lora_B" in k)
+
+
+def test_second_run_does_nothing(repo, first_run):
+    out = dvc(repo, "repro")
+    assert ran_stages(out.stdout) == set()
+    assert "Data and pipelines are up to date" in out.stdout
+
+
+def test_lr_change_reruns_exactly_the_training_side(repo, first_run):
+    out = dvc(repo, "exp", "run", *[a for o in SMALL + ["train.lr=5e-5"] for a in ("-S", o)])
+    assert ran_stages(out.stdout) == {f"train@{r}" for r in RUNS} | {f"evaluate@{r}" for r in RUNS} | {"summarize"}
+    info = json.loads((repo / "metrics/runinfo/train-lora-200.json").read_text())
+    lr = info["training_arguments"]["learning_rate"]
+    assert lr == 5e-05 and isinstance(lr, float)
+
+
+def test_metrics_show_lists_every_run(repo, first_run):
+    out = dvc(repo, "metrics", "show").stdout
+    for run in RUNS + ["base"]:
+        assert f"metrics/evaluate/{run}.json" in out
+    for key in ("rouge-1", "rouge-2", "rouge-l", "bleu", "samples_per_second"):
+        assert key in out
+
+
+def test_bad_params_stop_the_first_stage_with_one_message(repo, first_run):
+    params = (repo / "params.yaml").read_text(encoding="utf-8")
+    bad = params.replace("- lora\n- qlora", "- lora\n- dora").replace("lr: 5.0e-05", "lr: -1")
+    bad = bad.replace("- '400'", "- 9999k").replace("- 400", "- 9999k")
+    assert bad.count("dora") == 1 and "lr: -1" in bad and "9999k" in bad
+    shutil.rmtree(repo / "models/base")
+    (repo / "params.yaml").write_text(bad, encoding="utf-8")
+    try:
+        out = dvc(repo, "repro", "download_model", check=False)
+    finally:
+        (repo / "params.yaml").write_text(params, encoding="utf-8")
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    for key in ("methods", "train.lr", "split.scales"):
+        assert f"- {key}:" in text, key
+    assert "Traceback" not in text
+    assert not (repo / "models/base").exists()
+    assert not [p for p in (repo / "models").iterdir() if p.name.startswith(".")]  # no temp leftovers
