@@ -27,7 +27,8 @@ from stages.formatting import prompt_ids
 from stages.metrics import bleu_zh, rouge_zh
 from stages.modeling import BASE, load_base_model
 from stages.params import load_params, parse_run
-from stages.runinfo import cli, device, environment, peak_memory_mb, reset_peak_memory, resolve_precision
+from stages.runinfo import (cli, device, environment, peak_memory_mb, reset_peak_memory, resolve_precision,
+                            revisions)
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,8 @@ def main() -> None:
                  for r, pred in zip(test, predictions)])
     write_json(Path("metrics/evaluate") / f"{run}.json", metrics)
     write_json(Path("metrics/runinfo") / f"evaluate-{run}.json",
-               {"environment": environment(), "precision": precision, "device": device()})
+               {"environment": environment(), "precision": precision, "device": device(),
+                "revisions": revisions(BASE, TEST)})
     log.info("%s: rouge-l %.2f, bleu %.2f, %.1f samples/s", run, metrics["rouge-l"], bleu, speed["samples_per_second"])
 
 

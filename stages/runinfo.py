@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import platform
 import resource
 import sys
 from importlib import metadata
+from pathlib import Path
 
 from stages.params import PipelineError
 
@@ -85,3 +88,9 @@ def environment() -> dict:
         hardware.update(gpu=props.name, gpu_memory_mb=props.total_memory // 2**20, cuda=torch.version.cuda,
                         gpu_count=torch.cuda.device_count())
     return {"python": platform.python_version(), "libraries": versions, "hardware": hardware}
+
+
+def revisions(model_dir: Path, *data_files: Path) -> dict:
+    """The resolved base model (its provenance.json) and the md5 of each data file a run read."""
+    provenance = json.loads((model_dir / "provenance.json").read_text(encoding="utf-8"))
+    return {"model": provenance, "data": {str(f): hashlib.md5(f.read_bytes()).hexdigest() for f in data_files}}

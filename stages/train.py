@@ -23,7 +23,8 @@ from pathlib import Path
 from stages.atomic import atomic_path, read_jsonl, write_json
 from stages.params import load_params, parse_run
 from stages.modeling import BASE, load_base_model
-from stages.runinfo import cli, device, environment, peak_memory_mb, reset_peak_memory, resolve_precision
+from stages.runinfo import (cli, device, environment, peak_memory_mb, reset_peak_memory, resolve_precision,
+                            revisions)
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ def main() -> None:
     write_json(Path("metrics/train") / f"{run}.json", metrics)
     write_json(Path("metrics/runinfo") / f"train-{run}.json",
                {"environment": environment(), "precision": precision, "device": device(),
+                "revisions": revisions(BASE, SPLIT / f"train-{scale}.jsonl", SPLIT / "dev.jsonl"),
                 "training_arguments": trainer.args.to_dict()})
     log.info("%s: best eval loss %.4f at step %s, %.1f s", run, metrics["best_eval_loss"], metrics["best_step"],
              metrics["train_runtime"])
