@@ -16,7 +16,12 @@ import json
 import logging
 from pathlib import Path
 
+import matplotlib
 import pandas as pd
+
+matplotlib.use("Agg")  # files only, no display; before pyplot is imported
+import matplotlib.pyplot as plt  # noqa: E402
+import seaborn as sns  # noqa: E402
 
 from stages.atomic import atomic_path, write_json
 from stages.params import load_params, run_name, scale_size
@@ -93,12 +98,6 @@ def _save(fig, path: Path) -> None:
 
 
 def plot_scale_comparison(table: pd.DataFrame, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
     tuned, base = table[table.run != "base"], table[table.run == "base"].iloc[0]
     panels = [("rouge-l", "ROUGE-L F1"), ("bleu", "BLEU"), ("best_eval_loss", "best eval loss"),
               ("train_runtime", "training time (s)")]
@@ -115,12 +114,6 @@ def plot_scale_comparison(table: pd.DataFrame, path: Path) -> None:
 
 
 def plot_method_comparison(table: pd.DataFrame, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
     tuned = table[table.run != "base"]
     panels = [("rouge-l", "ROUGE-L F1"), ("train_peak_memory_mb", "training peak memory (MB)"),
               ("train_runtime", "training time (s)"), ("tokens_per_second", "inference tokens/s")]
@@ -135,12 +128,6 @@ def plot_method_comparison(table: pd.DataFrame, path: Path) -> None:
 
 
 def plot_loss_curves(curves: pd.DataFrame, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, series in zip(axes, ("train", "eval")):
         data = curves[curves.series == series]
