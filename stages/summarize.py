@@ -39,7 +39,7 @@ def main() -> None:
     table = results_table(runs)
     with atomic_path(PLOTS / "results_summary.csv") as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
-    curves = loss_curves([run_name(m, s) for m, s in runs])
+    curves = loss_curves([(run_name(m, s), scale_size(s)) for m, s in runs])
     plot_scale_comparison(table, PLOTS / "data_scale_comparison.png")
     plot_method_comparison(table, PLOTS / "method_comparison.png")
     plot_loss_curves(curves, PLOTS / "loss_curves.png")
@@ -70,16 +70,21 @@ def _eval_columns(run: str) -> dict:
             "tokens_per_second": e["tokens_per_second"], "eval_peak_memory_mb": e["peak_memory_mb"]}
 
 
-def loss_curves(runs: list[str]) -> pd.DataFrame:
-    """Long table run/step/series/loss from each run's DVCLive logs."""
+def loss_curves(runs: list[tuple[str, int]]) -> pd.DataFrame:
+    """Long table run/series/samples_seen/loss from each run's DVCLive logs.
+
+    DVCLive counts one step per Trainer log; its epoch log maps that to training samples seen,
+    which puts runs of every scale on one axis.
+    """
     frames = []
-    for run in runs:
-        for series in ("train", "eval"):
-            path = Path("dvclive") / run / "plots" / "metrics" / series / "loss.tsv"
-            if path.exists():
-                df = pd.read_csv(path, sep="\t")
-                frames.append(df.assign(run=run, series=series)[["run", "series", "step", "loss"]])
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run", "series", "step", "loss"])
+    for run, n_train in runs:
+        metrics = Path("dvclive") / run / "plots" / "metrics"
+        epochs = pd.read_csv(metrics / "epoch.tsv", sep="\t")
+        for series, name in (("train", "loss.tsv"), ("eval", "eval/loss.tsv")):
+            df = pd.read_csv(metrics / name, sep="\t").merge(epochs, on="step")
+            frames.append(df.assign(run=run, series=series, samples_seen=df.epoch * n_train)
+                          [["run", "series", "samples_seen", "loss"]])
+    return pd.concat(frames, ignore_index=True)
 
 
 def summary(table: pd.DataFrame) -> dict:
@@ -93,6 +98,7 @@ def summary(table: pd.DataFrame) -> dict:
 
 
 def _save(fig, path: Path) -> None:
+    fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight", metadata={"Software": None})
 
@@ -106,7 +112,7 @@ def plot_scale_comparison(table: pd.DataFrame, path: Path) -> None:
         sns.lineplot(data=tuned, x="n_train", y=col, hue="method", marker="o", ax=ax)
         if col in QUALITY:
             ax.axhline(base[col], color="grey", linestyle="--", label="base model")
-        ax.set(xscale="log", xlabel="training samples", ylabel=label, title=label)
+        ax.set(xscale="log", xlabel="training samples", ylabel="", title=label)
         ax.legend(fontsize=8)
     fig.suptitle("Data scale: what more training samples buy")
     _save(fig, path)
@@ -120,7 +126,7 @@ def plot_method_comparison(table: pd.DataFrame, path: Path) -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
     for ax, (col, label) in zip(axes, panels):
         sns.barplot(data=tuned, x="scale", y=col, hue="method", ax=ax)
-        ax.set(xlabel="scale", ylabel=label, title=label)
+        ax.set(xlabel="scale", ylabel="", title=label)
         ax.legend(fontsize=8)
     fig.suptitle("LoRA vs QLoRA at each scale")
     _save(fig, path)
@@ -132,8 +138,8 @@ def plot_loss_curves(curves: pd.DataFrame, path: Path) -> None:
     for ax, series in zip(axes, ("train", "eval")):
         data = curves[curves.series == series]
         if not data.empty:
-            sns.lineplot(data=data, x="step", y="loss", hue="run", marker="o" if series == "eval" else None, ax=ax)
-        ax.set(title=f"{series} loss", xlabel="DVCLive step (one per Trainer log)", ylabel="loss")
+            sns.lineplot(data=data, x="samples_seen", y="loss", hue="run", marker="o" if series == "eval" else None, ax=ax)
+        ax.set(title=f"{series} loss", xlabel="training samples seen", ylabel="loss")
     fig.suptitle("Training curves")
     _save(fig, path)
     plt.close(fig)
