@@ -19,7 +19,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from stages.atomic import read_jsonl, write_json, write_jsonl
-from stages.formatting import encode_example, to_messages
+from stages.formatting import IGNORE_INDEX, encode_example, to_messages
 from stages.params import load_params
 from stages.runinfo import cli
 
@@ -63,7 +63,7 @@ def preprocess_records(records: list[dict], tokenizer, system_prompt: str, max_s
         except ValueError:
             skipped["template_mismatch"] += 1
             continue
-        n_answer = sum(1 for label in example["labels"] if label != -100)
+        n_answer = sum(1 for label in example["labels"] if label != IGNORE_INDEX)
         n_prompt = len(example["input_ids"]) - n_answer
         if n_prompt > max_source_len:
             skipped["source_too_long"] += 1

@@ -159,6 +159,18 @@ class FakeHub:
 
     # request handling
 
+    def _lookup(self, h, repo_id: str, rev: str, head: bool) -> tuple[dict, str] | None:
+        """(repo, commit sha) for a request, or None after answering with the hub's error."""
+        repo = self.repos.get(repo_id)
+        if repo is None:
+            self._error(h, 401, "RepoNotFound", f"Repository Not Found for url: {h.path}", head)
+            return None
+        sha = self._resolve(repo, rev)
+        if sha is None:
+            self._error(h, 404, "RevisionNotFound", f"Invalid rev id: {rev}", head)
+            return None
+        return repo, sha
+
     def _resolve(self, repo: dict, rev: str) -> str | None:
         if rev in repo["commits"]:
             return rev
@@ -189,12 +201,10 @@ class FakeHub:
 
         if m := re.fullmatch(r"/api/models/([^/]+/[^/]+)/revision/([^/]+)", path):
             repo_id, rev = m.group(1), unquote(m.group(2))
-            repo = self.repos.get(repo_id)
-            if repo is None:
-                return self._error(h, 401, "RepoNotFound", f"Repository Not Found for url: {h.path}", head)
-            sha = self._resolve(repo, rev)
-            if sha is None:
-                return self._error(h, 404, "RevisionNotFound", f"Invalid rev id: {rev}", head)
+            found = self._lookup(h, repo_id, rev, head)
+            if found is None:
+                return
+            repo, sha = found
             files = repo["commits"][sha]
             self._json(h, {
                 "_id": "0" * 24, "id": repo_id, "modelId": repo_id, "author": repo_id.split("/")[0],
@@ -210,12 +220,10 @@ class FakeHub:
 
         if m := re.fullmatch(r"/api/models/([^/]+/[^/]+)/tree/([^/]+)(?:/(.*))?", path):
             repo_id, rev, sub = m.group(1), unquote(m.group(2)), unquote(m.group(3) or "")
-            repo = self.repos.get(repo_id)
-            if repo is None:
-                return self._error(h, 401, "RepoNotFound", "Repository Not Found", head)
-            sha = self._resolve(repo, rev)
-            if sha is None:
-                return self._error(h, 404, "RevisionNotFound", f"Invalid rev id: {rev}", head)
+            found = self._lookup(h, repo_id, rev, head)
+            if found is None:
+                return
+            repo, sha = found
             recursive = query.get("recursive", ["false"])[0].lower() == "true"
             prefix = f"{sub.rstrip('/')}/" if sub else ""
             entries, folders = [], set()
@@ -235,12 +243,10 @@ class FakeHub:
 
         if m := re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path):
             repo_id, rev, filename = m.group(1), unquote(m.group(2)), unquote(m.group(3))
-            repo = self.repos.get(repo_id)
-            if repo is None:
-                return self._error(h, 401, "RepoNotFound", "Repository Not Found", head)
-            sha = self._resolve(repo, rev)
-            if sha is None:
-                return self._error(h, 404, "RevisionNotFound", f"Invalid rev id: {rev}", head)
+            found = self._lookup(h, repo_id, rev, head)
+            if found is None:
+                return
+            repo, sha = found
             data = repo["commits"][sha].get(filename)
             if data is None:
                 return self._error(h, 404, "EntryNotFound", f"{filename} does not exist",

@@ -521,17 +521,12 @@ def test_parse_jsonl_gb18030_file_raises_pipeline_error(tmp_path):
     assert "re-encode" in msg
 
 
-def test_parse_jsonl_keeps_records_with_unicode_line_separators(tmp_path):
+@pytest.mark.parametrize("question, encoding", [
+    ("头痛\u2028怎么办", "utf-8"),  # str.splitlines() would split this record in two
+    ("头痛", "utf-8-sig"),  # a byte-order mark must not spoil the first record
+])
+def test_parse_jsonl_keeps_records_splitlines_or_a_bom_would_break(tmp_path, question, encoding):
     path = tmp_path / "qa.jsonl"
-    path.write_text(json.dumps({"question": "头痛\u2028怎么办", "answer": "休息"}, ensure_ascii=False) + "\n",
-                    encoding="utf-8")
-    records, skipped = parse_jsonl(path)
-    assert len(records) == 1 and not skipped
-
-
-def test_parse_jsonl_accepts_utf8_bom(tmp_path):
-    path = tmp_path / "qa.jsonl"
-    path.write_text(json.dumps({"question": "头痛", "answer": "休息"}, ensure_ascii=False) + "\n",
-                    encoding="utf-8-sig")
+    path.write_text(json.dumps({"question": question, "answer": "休息"}, ensure_ascii=False) + "\n", encoding=encoding)
     records, skipped = parse_jsonl(path)
     assert len(records) == 1 and not skipped
