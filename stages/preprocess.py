@@ -13,15 +13,12 @@ preprocess.max_source_len and max_target_len mean what training will see.
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
-from stages.atomic import read_jsonl, write_json, write_jsonl
-from stages.formatting import IGNORE_INDEX, encode_example, to_messages
-from stages.params import load_params
-from stages.runinfo import cli
+from medqa_scale.cli import run
+from medqa_scale.durable import read_jsonl, remove_stale, write_json, write_jsonl
+from medqa_scale.params import load_params
+from medqa_scale.preprocessing import preprocess_records
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +29,7 @@ REPORT = Path("metrics/preprocess.json")
 
 
 def main() -> None:
+    remove_stale(OUT, REPORT)
     p = load_params()["preprocess"]
     from transformers import AutoTokenizer
 
@@ -44,36 +42,5 @@ def main() -> None:
     log.info("kept %d of %d records; skipped %s", len(kept), len(records), dict(skipped) or "none")
 
 
-def preprocess_records(records: list[dict], tokenizer, system_prompt: str, max_source_len: int,
-                       max_target_len: int) -> tuple[list[dict], Counter]:
-    """Kept records with their chats and token counts, and a count of skipped ones by reason."""
-    kept, skipped, seen = [], Counter(), set()
-    for r in tqdm(records, desc="tokenizing", unit="rec", mininterval=5):
-        question, answer = " ".join(r["question"].split()), " ".join(r["answer"].split())
-        if not question or not answer:
-            skipped["empty"] += 1
-            continue
-        if (question, answer) in seen:
-            skipped["duplicate"] += 1
-            continue
-        seen.add((question, answer))
-        messages = to_messages(question, answer, system_prompt)
-        try:
-            example = encode_example(tokenizer, messages)
-        except ValueError:
-            skipped["template_mismatch"] += 1
-            continue
-        n_answer = sum(1 for label in example["labels"] if label != IGNORE_INDEX)
-        n_prompt = len(example["input_ids"]) - n_answer
-        if n_prompt > max_source_len:
-            skipped["source_too_long"] += 1
-        elif n_answer > max_target_len:
-            skipped["target_too_long"] += 1
-        else:
-            kept.append({"id": r["id"], "question": question, "answer": answer, "messages": messages,
-                         "n_prompt_tokens": n_prompt, "n_answer_tokens": n_answer})
-    return kept, skipped
-
-
 if __name__ == "__main__":
-    cli(main)
+    run(main)

@@ -5,20 +5,19 @@ Reads:  data/processed/qa.jsonl, params seed, split
 Writes: data/split/test.jsonl, data/split/dev.jsonl, data/split/train-<scale>.jsonl per scale
         metrics/split.json (set sizes, and how many train candidates were dropped for leaking)
 
-The records are shuffled once with the seed; test and dev are the first records, and each train
-subset is a prefix of the rest, so 1k is inside 2k and 2k inside 5k. No train record repeats a
-dev or test question.
+Each train subset is a prefix of one shuffled pool, so 1k is inside 2k and 2k inside 5k; no
+train record repeats a dev or test question (medqa_scale/splitting.py).
 """
 
 from __future__ import annotations
 
 import logging
-import random
 from pathlib import Path
 
-from stages.atomic import atomic_path, read_jsonl, write_json, write_jsonl
-from stages.params import PipelineError, load_params, scale_size
-from stages.runinfo import cli
+from medqa_scale.cli import PipelineError, run
+from medqa_scale.durable import atomic_path, read_jsonl, remove_stale, write_json, write_jsonl
+from medqa_scale.params import load_params, scale_size
+from medqa_scale.splitting import nested_subsets, split_records
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +27,7 @@ REPORT = Path("metrics/split.json")
 
 
 def main() -> None:
+    remove_stale(OUT, REPORT)
     p = load_params()
     s = p["split"]
     records = read_jsonl(IN)
@@ -49,25 +49,5 @@ def main() -> None:
     log.info("test %d, dev %d, train pool %d (dropped %d leaking), scales %s", len(test), len(dev), len(pool), leaked, sizes)
 
 
-def question_key(question: str) -> str:
-    return "".join(question.split())
-
-
-def split_records(records: list[dict], test_size: int, dev_size: int, seed: int):
-    """Shuffle once; return (test, dev, train pool, number of pool records dropped as leaks)."""
-    order = list(records)
-    random.Random(seed).shuffle(order)
-    test, dev = order[:test_size], order[test_size:test_size + dev_size]
-    held_out = {question_key(r["question"]) for r in test + dev}
-    rest = order[test_size + dev_size:]
-    pool = [r for r in rest if question_key(r["question"]) not in held_out]
-    return test, dev, pool, len(rest) - len(pool)
-
-
-def nested_subsets(pool: list, sizes: dict[str, int]) -> dict[str, list]:
-    """Prefixes of one shuffled pool: every smaller subset lies inside every larger one."""
-    return {label: pool[:n] for label, n in sizes.items()}
-
-
 if __name__ == "__main__":
-    cli(main)
+    run(main)

@@ -2,15 +2,17 @@
 
 Run:    dvc repro train@lora-2k     (or: python -m stages.train lora-2k)
 Reads:  models/base, data/split/train-<scale>.jsonl, data/split/dev.jsonl,
-        params seed, precision, model.trust_remote_code, lora, quantization, train
+        data/params/quantization-<method>.json (4-bit settings for qlora, null for lora),
+        params seed, precision, model.trust_remote_code, lora, train.lr, train.args,
+        train.batch.<method>
 Writes: models/adapters/<run>/ (the adapter of the checkpoint with the best eval loss)
         dvclive/<run>/ (loss, eval loss and learning-rate curves)
         metrics/train/<run>.json (runtime, tokens/s, peak memory, trainable parameters, best eval loss)
         metrics/runinfo/train-<run>.json (library versions, hardware, resolved arguments)
 Trainer checkpoints go to models/checkpoints/<run>/, outside DVC's outputs.
 
-lora loads the base in the training precision; qlora loads it 4-bit NF4 with bitsandbytes
-(params `quantization`, BitsAndBytesConfig fields). Both train the same LoraConfig (`lora`).
+lora loads the base in the training precision; qlora loads it 4-bit with bitsandbytes. Both
+train the same LoraConfig (params `lora`).
 """
 
 from __future__ import annotations
@@ -20,117 +22,67 @@ import shutil
 import sys
 from pathlib import Path
 
-from stages.atomic import atomic_path, read_jsonl, write_json
-from stages.params import load_params, parse_run
-from stages.modeling import BASE, load_base_model
-from stages.runinfo import (cli, device, environment, peak_memory_mb, reset_peak_memory, resolve_precision,
-                            revisions)
+from medqa_scale.chat import IGNORE_INDEX
+from medqa_scale.cli import run
+from medqa_scale.device import device, reset_peak_memory, resolve_precision
+from medqa_scale.durable import atomic_path, read_json, read_jsonl, remove_stale, write_json
+from medqa_scale.modeling import add_trainable_adapter, load_base_model
+from medqa_scale.params import load_params, parse_run
+from medqa_scale.runinfo import environment, revisions
+from medqa_scale.training import dvclive_callback, encode_records, train_metrics, training_arguments
 
 log = logging.getLogger(__name__)
 
+BASE = Path("models/base")
 SPLIT = Path("data/split")
 
 
 def main() -> None:
-    run = sys.argv[1]
-    method, scale = parse_run(run)
+    name = sys.argv[1]
+    method, scale = parse_run(name)
+    train_file, dev_file = SPLIT / f"train-{scale}.jsonl", SPLIT / "dev.jsonl"
+    adapter, curves = Path("models/adapters") / name, Path("dvclive") / name
+    metrics_file, runinfo_file = Path("metrics/train") / f"{name}.json", Path("metrics/runinfo") / f"train-{name}.json"
+    remove_stale(adapter, curves, metrics_file, runinfo_file)
     p = load_params()
     from transformers import AutoTokenizer, DataCollatorForSeq2Seq, Trainer, set_seed
 
     set_seed(p["seed"])
     precision = resolve_precision(p["precision"])
     tokenizer = AutoTokenizer.from_pretrained(BASE)
-    train_set, dev_set = encode_split(tokenizer, SPLIT / f"train-{scale}.jsonl"), encode_split(tokenizer, SPLIT / "dev.jsonl")
-    model = load_peft_model(p, method, precision)
-    checkpoints = Path("models/checkpoints") / run
+    train_set, dev_set = encode_records(tokenizer, read_jsonl(train_file)), encode_records(tokenizer, read_jsonl(dev_file))
+    model = load_model(p, method, precision)
+    checkpoints = Path("models/checkpoints") / name
     shutil.rmtree(checkpoints, ignore_errors=True)  # a rerun starts fresh; resuming is a later feature
     trainer = Trainer(
         model=model,
         args=training_arguments(p, method, precision, checkpoints),
         train_dataset=train_set,
         eval_dataset=dev_set,
-        data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
-        callbacks=[dvclive_callback(run)],
+        data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX),
+        callbacks=[dvclive_callback(curves)],
     )
     reset_peak_memory()
     result = trainer.train()
-    with atomic_path(Path("models/adapters") / run, directory=True) as tmp:
+    with atomic_path(adapter, directory=True) as tmp:
         trainer.model.save_pretrained(tmp)  # after load_best_model_at_end: the best checkpoint's adapter
     metrics = train_metrics(trainer, result, model, len(train_set))
-    write_json(Path("metrics/train") / f"{run}.json", metrics)
-    write_json(Path("metrics/runinfo") / f"train-{run}.json",
-               {"environment": environment(), "precision": precision, "device": device(),
-                "revisions": revisions(BASE, SPLIT / f"train-{scale}.jsonl", SPLIT / "dev.jsonl"),
-                "training_arguments": trainer.args.to_dict()})
-    log.info("%s: best eval loss %.4f at step %s, %.1f s", run, metrics["best_eval_loss"], metrics["best_step"],
+    write_json(metrics_file, metrics)
+    write_json(runinfo_file, {"environment": environment(), "precision": precision, "device": device(),
+                              "revisions": revisions(BASE, train_file, dev_file),
+                              "training_arguments": trainer.args.to_dict()})
+    log.info("%s: best eval loss %.4f at step %s, %.1f s", name, metrics["best_eval_loss"], metrics["best_step"],
              metrics["train_runtime"])
 
 
-def encode_split(tokenizer, path: Path):
-    from datasets import Dataset
-
-    from stages.formatting import encode_example
-
-    return Dataset.from_list([encode_example(tokenizer, r["messages"]) for r in read_jsonl(path)])
-
-
-def load_peft_model(p: dict, method: str, precision: str):
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-
-    model = load_base_model(p, quantized=method == "qlora", precision=precision)
-    if method == "qlora":
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=p["train"]["args"]["activation_checkpointing"])
-    model = get_peft_model(model, LoraConfig(**p["lora"]))
-    trainable, total = model.get_nb_trainable_parameters()
-    log.info("%s: %d trainable of %d parameters (%.3f%%)", method, trainable, total, 100 * trainable / total)
-    return model
-
-
-def training_arguments(p: dict, method: str, precision: str, output_dir: Path):
-    from transformers import TrainingArguments
-
-    return TrainingArguments(
-        output_dir=str(output_dir),
-        learning_rate=float(p["train"]["lr"]),
-        seed=p["seed"],
-        data_seed=p["seed"],
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        use_cpu=device() == "cpu",
-        report_to="none",  # curves go through our own DVCLive callback, into dvclive/<run>
-        include_num_input_tokens_seen="non_padding",
-        **p["train"]["batch"][method],
-        **p["train"]["args"],
-    )
-
-
-def dvclive_callback(run: str):
-    from dvclive import Live
-    from transformers.integrations import DVCLiveCallback
-
-    # One directory per run; dvcyaml=None keeps DVCLive from rewriting dvc.yaml, and
-    # save_dvc_exp=False from making an experiment inside `dvc repro`.
-    return DVCLiveCallback(live=Live(dir=f"dvclive/{run}", dvcyaml=None, save_dvc_exp=False, report=None))
-
-
-def train_metrics(trainer, result, model, n_train: int) -> dict:
-    runtime = result.metrics["train_runtime"]
-    trainable, total = model.get_nb_trainable_parameters()
-    return {
-        "n_train": n_train,
-        "train_runtime": runtime,
-        "train_samples_per_second": result.metrics["train_samples_per_second"],
-        "tokens_per_second": trainer.state.num_input_tokens_seen / runtime if runtime else 0.0,
-        "peak_memory_mb": peak_memory_mb(),
-        "trainable_params": trainable,
-        "total_params": total,
-        "best_eval_loss": trainer.state.best_metric,
-        "best_step": int(trainer.state.best_global_step or 0),
-        "global_steps": trainer.state.global_step,
-        "train_loss": result.training_loss,
-    }
+def load_model(p: dict, method: str, precision: str):
+    """The base model, 4-bit for qlora, with a new LoRA adapter to train."""
+    quantization = read_json(Path("data/params") / f"quantization-{method}.json")
+    model = load_base_model(BASE, quantization=quantization, precision=precision,
+                            trust_remote_code=p["model"]["trust_remote_code"])
+    return add_trainable_adapter(model, p["lora"], quantized=quantization is not None,
+                                 gradient_checkpointing=p["train"]["args"]["activation_checkpointing"])
 
 
 if __name__ == "__main__":
-    cli(main)
+    run(main)

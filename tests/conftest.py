@@ -1,5 +1,33 @@
-import sys
+"""Shared fixtures: a tiny saved base model, and (from hub_standin) the local hub stand-in."""
+
+from __future__ import annotations
+
+import json
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+
+# A Qwen2 model small enough to build, quantize and train in seconds on CPU.
+TINY_ARCH = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2,
+                 num_key_value_heads=1, max_position_embeddings=256, tie_word_embeddings=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory) -> Path:
+    """A tiny Qwen2 model and tokenizer saved in Hugging Face layout, with a provenance.json, as
+    download_model leaves models/base (random weights: pre-training is not what these tests test)."""
+    from medqa_scale.builtin import corpus
+    from medqa_scale.builtin.model import build_model, build_tokenizer
+
+    out = tmp_path_factory.mktemp("tiny_base")
+    tokenizer = build_tokenizer(corpus.tokenizer_text(seed=0, n_pairs=300), vocab_size=500)
+    model = build_model(tokenizer, TINY_ARCH, seed=0)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "provenance.json").write_text(json.dumps({"source": "test", "seed": 0}), encoding="utf-8")
+    return out
+
+
+from hub_standin import hub_env, served_repo  # noqa: E402,F401  (the local hub stand-in, for every test)

@@ -1,30 +1,59 @@
-"""Consistency of conf/, params.yaml and dvc.yaml: what the DAG names exists and validates."""
+"""Consistency of conf/, params.yaml, dvc.yaml and the code's layout.
+
+- params.yaml is the composition of conf/ (as committed: a user's `dvc exp run -S ...` rewrites
+  the working copy);
+- every params key dvc.yaml names exists;
+- every stage lists exactly the library modules it imports, no more and no fewer, so an edit
+  reruns the stages it can change and only those;
+- stages never import each other, and the library never imports stages/;
+- params per stage are narrow: LoRA stages do not depend on QLoRA knobs, and no stage but
+  check_params depends on a key no code reads.
+
+Run: python -m pytest tests/test_config.py -q
+"""
+
+from __future__ import annotations
 
 import ast
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 from ruamel.yaml import YAML
 
-from stages.params import read_yaml, validate
+from medqa_scale.params import read_yaml, scale_size
 
 ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = "medqa_scale"
 
 
-def compose(tmp_path, overrides=()):
+def compose(conf_dir: Path, out_dir: Path, overrides=()) -> dict:
     from dvc.utils.hydra import compose_and_dump
 
-    out = tmp_path / "params.yaml"
-    compose_and_dump(out, str(ROOT / "conf"), None, "config", str(ROOT / ".dvc/hydra_plugins"), list(overrides))
+    out = out_dir / "params.yaml"
+    compose_and_dump(out, str(conf_dir), None, "config", str(ROOT / ".dvc/hydra_plugins"), list(overrides))
     return read_yaml(out)
 
 
-def dvc_yaml():
+def committed(path: str) -> str | None:
+    """A file as committed at HEAD, or None outside a git checkout."""
+    proc = subprocess.run(["git", "show", f"HEAD:{path}"], cwd=ROOT, capture_output=True)
+    return proc.stdout.decode("utf-8") if proc.returncode == 0 else None
+
+
+def dvc_yaml() -> dict:
     return YAML(typ="safe", pure=True).load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))
 
 
-def lookup(params, dotted):
+def stages():
+    """(name, stage, module path) for every stage in dvc.yaml."""
+    for name, stage in dvc_yaml()["stages"].items():
+        module = stage["cmd"].split("python -m ", 1)[1].split()[0]
+        yield name, stage, ROOT / (module.replace(".", "/") + ".py")
+
+
+def lookup(params: dict, dotted: str):
     node = params
     for part in dotted.split("."):
         assert isinstance(node, dict) and part in node, f"dvc.yaml names params key {dotted!r}, missing from params.yaml"
@@ -32,52 +61,106 @@ def lookup(params, dotted):
     return node
 
 
-def test_params_yaml_is_the_composed_default(tmp_path):
-    # params.yaml is what `dvc exp run` composes from conf/; a drift means someone edited one side only.
-    assert read_yaml(ROOT / "params.yaml") == compose(tmp_path)
+def module_path(name: str) -> Path:
+    base = ROOT / name.replace(".", "/")
+    return base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
 
 
-def test_committed_params_validate():
-    assert validate(read_yaml(ROOT / "params.yaml")) == []
+def direct_imports(path: Path) -> set[str]:
+    """Project modules (medqa_scale.* and stages.*) that a file imports, by dotted name."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            # `from medqa_scale import hub` imports a module, not a name
+            found |= {f"{node.module}.{a.name}" for a in node.names if module_path(f"{node.module}.{a.name}").exists()}
+    return {n for n in found if n.split(".")[0] in (PACKAGE, "stages") and module_path(n).exists()}
+
+
+def imported_files(path: Path) -> set[Path]:
+    """Every project file `path` imports, directly or not; docstring-only package __init__ files
+    are left out, since editing them cannot change what a stage does."""
+    seen, todo = set(), [path]
+    while todo:
+        for name in direct_imports(todo.pop()):
+            f = module_path(name)
+            if f not in seen:
+                seen.add(f)
+                todo.append(f)
+    return {f for f in seen if not (f.name == "__init__.py" and _docstring_only(f))}
+
+
+def _docstring_only(path: Path) -> bool:
+    body = ast.parse(path.read_text(encoding="utf-8")).body
+    return all(isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) for n in body)
+
+
+# --- params ---------------------------------------------------------------------------------
+
+
+def test_committed_params_yaml_is_the_composed_default(tmp_path):
+    # params.yaml as committed is what `dvc exp run` composes from conf/ as committed; a drift
+    # means someone edited one side only. The working copy may hold an experiment's values.
+    text = committed("params.yaml")
+    if text is None:
+        pytest.skip("not a git checkout")
+    conf = tmp_path / "conf"
+    for f in sorted((ROOT / "conf").rglob("*.yaml")):
+        rel = f.relative_to(ROOT).as_posix()
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(committed(rel) or f.read_text(encoding="utf-8"), encoding="utf-8")
+    (tmp_path / "committed.yaml").write_text(text, encoding="utf-8")
+    out = tmp_path / "out"
+    out.mkdir()
+    assert read_yaml(tmp_path / "committed.yaml") == compose(conf, out)
 
 
 def test_every_params_key_in_dvc_yaml_exists():
     params = read_yaml(ROOT / "params.yaml")
-    for name, stage in dvc_yaml()["stages"].items():
+    for name, stage, _ in stages():
         for key in stage.get("params", []):
-            lookup(params, key)
+            if isinstance(key, dict):  # `params.yaml:` with no keys: the whole file
+                continue
+            for method in params["methods"]:
+                lookup(params, key.replace("${item.method}", method))
         for key in re.findall(r"\$\{(?!item\.)([\w.]+)\}", str(stage)):
             lookup(params, key)
 
 
-def test_every_stage_depends_on_the_modules_it_imports():
-    def imported(module: Path, seen: set):
-        for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
-            names = []
-            if isinstance(node, ast.ImportFrom) and node.module == "stages":
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("stages."):
-                names = [node.module.split(".", 1)[1]]
-            for n in names:
-                path = ROOT / "stages" / f"{n}.py"
-                if path not in seen:
-                    seen.add(path)
-                    imported(path, seen)
-        return seen
+def test_check_params_depends_on_every_param_and_gates_every_stage():
+    spec = dvc_yaml()["stages"]
+    assert spec["check_params"]["params"] == [{"params.yaml": None}]
+    for name, stage, _ in stages():
+        if name != "check_params":
+            assert "data/params/valid.json" in stage["deps"], name
 
-    for name, stage in dvc_yaml()["stages"].items():
-        module = ROOT / "stages" / (stage["cmd"].split("stages.")[1].split()[0] + ".py")
-        deps = {ROOT / d for d in stage["deps"]}
-        missing = sorted(str(p.relative_to(ROOT)) for p in imported(module, {module}) - deps)
-        assert not missing, f"stage {name} imports {missing} but does not list them in deps"
+
+def test_lora_stages_do_not_depend_on_qlora_knobs():
+    # The matrix resolves ${item.method}: lora reads train.batch.lora and a quantization file
+    # that holds null, qlora reads train.batch.qlora and the 4-bit settings.
+    spec = dvc_yaml()["stages"]
+    for group in ("train", "evaluate"):
+        params = spec[group]["params"]
+        assert "quantization" not in params and "train" not in params and "train.batch" not in params
+        assert "data/params/quantization-${item.method}.json" in spec[group]["deps"]
+    assert "train.batch.${item.method}" in spec["train"]["params"]
+    assert not any("quantization" in str(x) for x in spec["evaluate_base"]["params"] + spec["evaluate_base"]["deps"])
+
+
+def test_no_stage_but_check_params_depends_on_the_profile_name():
+    for name, stage, _ in stages():
+        if name != "check_params":
+            assert not any(str(k).startswith("profile") for k in stage.get("params", [])), name
 
 
 def test_study_profile_carries_the_experiment_plan(tmp_path):
-    p = compose(tmp_path, ["profile=study"])
+    p = compose(ROOT / "conf", tmp_path, ["profile=study"])
     assert p["profile"] == "study"
     assert p["model"]["source"] == "hf" and p["model"]["repo_id"] == "Qwen/Qwen2.5-3B-Instruct"
     assert re.fullmatch(r"[0-9a-f]{40}", p["model"]["revision"])
-    assert p["split"]["scales"] == ["20k", "50k", "100k"]
+    assert [scale_size(s) for s in p["split"]["scales"]] == [20000, 50000, 100000]
     assert p["lora"]["r"] == 8 and p["lora"]["lora_alpha"] == 32 and p["lora"]["lora_dropout"] == 0.1
     assert p["lora"]["target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj"]
     assert p["train"]["batch"]["lora"] == {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 4}
@@ -88,11 +171,70 @@ def test_study_profile_carries_the_experiment_plan(tmp_path):
     assert args["eval_strategy"] == args["save_strategy"] == "steps" and args["metric_for_best_model"] == "eval_loss"
     assert p["preprocess"]["max_source_len"] == p["preprocess"]["max_target_len"] == 512
     assert p["quantization"]["bnb_4bit_quant_type"] == "nf4" and p["quantization"]["bnb_4bit_use_double_quant"]
+    # Every key a stage names exists in the study profile too (a missing one fails `dvc repro`).
+    for name, stage, _ in stages():
+        for key in stage.get("params", []):
+            if not isinstance(key, dict):
+                for method in p["methods"]:
+                    lookup(p, key.replace("${item.method}", method))
+
+
+def test_study_profile_validates_but_for_the_users_data_file(tmp_path):
+    from medqa_scale.validation import validate
+
+    p = compose(ROOT / "conf", tmp_path, ["profile=study"])
     # The study's data file is the user's to supply until hub ingestion lands; nothing else is wrong.
     assert [q.split(":")[0] for q in validate(p)] == ["data.local_path"]
 
 
 def test_lr_override_reaches_params_as_a_float(tmp_path):
-    p = compose(tmp_path, ["train.lr=5e-5"])
+    p = compose(ROOT / "conf", tmp_path, ["train.lr=5e-5"])
     assert p["train"]["lr"] == 5e-05 and isinstance(p["train"]["lr"], float)
-    assert "5.0e-05" in (tmp_path / "params.yaml").read_text() or "5e-05" in (tmp_path / "params.yaml").read_text()
+
+
+# --- layout and deps ----------------------------------------------------------------------------
+
+
+def test_every_stage_depends_on_exactly_the_modules_it_imports():
+    for name, stage, module in stages():
+        code_deps = {ROOT / d for d in stage["deps"] if d.endswith(".py")}
+        imported = imported_files(module) | {module}
+        missing = sorted(str(p.relative_to(ROOT)) for p in imported - code_deps)
+        extra = sorted(str(p.relative_to(ROOT)) for p in code_deps - imported)
+        assert not missing, f"stage {name} imports {missing} but does not list them in deps"
+        assert not extra, f"stage {name} lists {extra} in deps but never imports them: edits there rerun it for nothing"
+
+
+def test_stages_hold_one_entry_point_per_stage_and_import_no_other_stage():
+    modules = {p.stem for p in (ROOT / "stages").glob("*.py")}
+    assert modules == {m.stem for _, _, m in stages()}
+    for path in (ROOT / "stages").glob("*.py"):
+        assert not any(n.startswith("stages") for n in direct_imports(path)), path.name
+
+
+def test_the_library_never_imports_stages():
+    for path in (ROOT / PACKAGE).rglob("*.py"):
+        assert not any(n.startswith("stages") for n in direct_imports(path)), path
+
+
+def test_the_real_path_imports_the_builtin_package_only_where_source_builtin_chooses_it():
+    for path in (ROOT / PACKAGE).glob("*.py"):
+        assert not any(n.startswith(f"{PACKAGE}.builtin") for n in direct_imports(path)), path
+    for path in (ROOT / "stages").glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        top_level = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+        assert not any("builtin" in (getattr(n, "module", "") or "") for n in top_level), path.name
+
+
+def test_package_init_files_hold_no_code():
+    # They are left out of stage deps; code in them would need to be a dep.
+    for path in (ROOT / PACKAGE).rglob("__init__.py"):
+        assert _docstring_only(path), path
+
+
+def test_every_library_module_has_a_test_file():
+    for path in (ROOT / PACKAGE).rglob("*.py"):
+        if path.name == "__init__.py":
+            continue
+        prefix = "builtin_" if path.parent.name == "builtin" else ""
+        assert (ROOT / "tests" / f"test_{prefix}{path.stem}.py").exists(), path

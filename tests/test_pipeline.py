@@ -2,8 +2,11 @@
 
 The repository's tracked files are copied into a fresh git repo, and DVC drives the stages as a
 user would: `dvc exp run -S ...` (Hydra composition, as the README shows), a second run that
-must do nothing, an lr change that must rerun exactly the training side, and bad params that
-must stop the first stage with one message.
+must do nothing, an edited validation rule that must rerun nothing but the check, a QLoRA knob
+that must rerun only the QLoRA side, an lr change that must rerun exactly the training side, and
+bad params that must stop the run before any model loads, with one message.
+
+Run: python -m pytest tests/test_pipeline.py -q   (about 4 minutes on 2 CPU cores)
 """
 
 import json
@@ -24,6 +27,10 @@ SMALL = [
     "data.builtin_records=800", "split.dev_size=40", "split.test_size=40", f"split.scales=[{','.join(SCALES)}]",
     "train.args.eval_steps=0.5", "train.args.save_steps=0.5", "evaluate.max_new_tokens=32",
 ]
+
+
+def exp_run(repo: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return dvc(repo, "exp", "run", *[a for o in SMALL + list(overrides) for a in ("-S", o)])
 
 
 def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -59,12 +66,12 @@ def repo(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def first_run(repo):
-    return dvc(repo, "exp", "run", *[a for o in SMALL for a in ("-S", o)])
+    return exp_run(repo)
 
 
 def test_first_run_produces_every_output(repo, first_run):
     expected = {f"train@{r}" for r in RUNS} | {f"evaluate@{r}" for r in RUNS} | {
-        "download_model", "download_data", "preprocess", "split", "evaluate_base", "summarize"}
+        "check_params", "download_model", "download_data", "preprocess", "split", "evaluate_base", "summarize"}
     assert ran_stages(first_run.stdout) == expected
     assert (repo / "models/base/model.safetensors").exists()
     assert json.loads((repo / "models/base/provenance.json").read_text())["source"] == "builtin"
@@ -102,15 +109,47 @@ def test_adapter_trained_and_only_the_adapter_saved(repo, first_run):
     assert any(v.abs().sum() > 0 for k, v in weights.items() if "lora_B" in k)
 
 
+def test_an_adapter_changes_the_predictions_against_the_base_model(repo, first_run):
+    def predictions(run):
+        return [json.loads(line)["prediction"] for line in (repo / f"data/predictions/{run}.jsonl").read_text(encoding="utf-8").splitlines()]
+
+    base = predictions("base")
+    for run in RUNS:
+        assert sum(a != b for a, b in zip(base, predictions(run))) > len(base) // 2, run
+
+
 def test_second_run_does_nothing(repo, first_run):
     out = dvc(repo, "repro")
     assert ran_stages(out.stdout) == set()
     assert "Data and pipelines are up to date" in out.stdout
 
 
+def test_editing_a_validation_rule_reruns_only_the_check(repo, first_run):
+    validation = repo / "medqa_scale/validation.py"
+    original = validation.read_text(encoding="utf-8")
+    edited = original.replace("vocab_size: int = Field(ge=300)", "vocab_size: int = Field(ge=200)")
+    assert edited != original
+    validation.write_text(edited, encoding="utf-8")
+    try:
+        status = json.loads(dvc(repo, "status", "--json").stdout)
+        assert set(status) == {"check_params"}  # every train@ and evaluate@ stage is up to date
+        assert ran_stages(dvc(repo, "repro").stdout) == {"check_params"}
+    finally:
+        validation.write_text(original, encoding="utf-8")
+    assert ran_stages(dvc(repo, "repro").stdout) == {"check_params"}
+
+
+def test_a_qlora_knob_reruns_only_the_qlora_side(repo, first_run):
+    out = exp_run(repo, "quantization.bnb_4bit_use_double_quant=false")
+    qlora = [r for r in RUNS if r.startswith("qlora-")]
+    assert ran_stages(out.stdout) == {f"train@{r}" for r in qlora} | {f"evaluate@{r}" for r in qlora} | {
+        "check_params", "summarize"}
+
+
 def test_lr_change_reruns_exactly_the_training_side(repo, first_run):
-    out = dvc(repo, "exp", "run", *[a for o in SMALL + ["train.lr=5e-5"] for a in ("-S", o)])
-    assert ran_stages(out.stdout) == {f"train@{r}" for r in RUNS} | {f"evaluate@{r}" for r in RUNS} | {"summarize"}
+    out = exp_run(repo, "train.lr=5e-5")
+    assert ran_stages(out.stdout) == {f"train@{r}" for r in RUNS} | {f"evaluate@{r}" for r in RUNS} | {
+        "check_params", "summarize"}
     info = json.loads((repo / "metrics/runinfo/train-lora-200.json").read_text())
     lr = info["training_arguments"]["learning_rate"]
     assert lr == 5e-05 and isinstance(lr, float)
@@ -124,7 +163,7 @@ def test_metrics_show_lists_every_run(repo, first_run):
         assert key in out
 
 
-def test_bad_params_stop_the_first_stage_with_one_message(repo, first_run):
+def test_bad_params_stop_the_run_before_any_model_loads_with_one_message(repo, first_run):
     params = (repo / "params.yaml").read_text(encoding="utf-8")
     bad = params.replace("- lora\n- qlora", "- lora\n- dora").replace("lr: 5.0e-05", "lr: -1")
     bad = bad.replace("- '400'", "- 9999k").replace("- 400", "- 9999k")
@@ -137,8 +176,9 @@ def test_bad_params_stop_the_first_stage_with_one_message(repo, first_run):
         (repo / "params.yaml").write_text(params, encoding="utf-8")
     text = out.stdout + out.stderr
     assert out.returncode != 0
-    for key in ("methods", "train.lr", "split.scales"):
+    for key in ("methods.1", "train.lr", "split.scales"):
         assert f"- {key}:" in text, key
     assert "Traceback" not in text
+    assert ran_stages(out.stdout) == {"check_params"}
     assert not (repo / "models/base").exists()
     assert not [p for p in (repo / "models").iterdir() if p.name.startswith(".")]  # no temp leftovers

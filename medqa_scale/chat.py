@@ -1,5 +1,6 @@
 """How a question-answer record becomes a chat and a training example. Shared by preprocess,
-train and evaluate, so all three use one chat template and one masking rule."""
+train, evaluate and the commands that chat with a model, so all use one chat template and one
+masking rule."""
 
 from __future__ import annotations
 

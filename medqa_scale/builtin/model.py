@@ -1,7 +1,7 @@
 """The embedded default's base model: a tiny Qwen2ForCausalLM built and pre-trained offline.
 
-`download_model` calls `build_tiny_model` when `model.source` is `builtin`. The result is saved
-in the same Hugging Face layout as a downloaded checkpoint, so every later stage loads it
+The download_model stage calls `build_and_save` when `model.source` is `builtin`. The result is
+saved in the same Hugging Face layout as a downloaded checkpoint, so every later stage loads it
 through the same `from_pretrained` path as Qwen2.5.
 """
 
@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import logging
 import random
+from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+from medqa_scale.builtin import corpus
+from medqa_scale.chat import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +84,7 @@ def pretrain(model, tokenizer, dialogues: list[list[dict]], steps: int, batch_si
             rng.sample(texts, batch_size),
             return_tensors="pt", padding=True, truncation=True, max_length=256,
         )
-        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, IGNORE_INDEX)
         loss = model(**batch, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -91,3 +95,17 @@ def pretrain(model, tokenizer, dialogues: list[list[dict]], steps: int, batch_si
     model.eval()
     log.info("pre-training loss: first %.3f, last %.3f", losses[0], sum(losses[-10:]) / min(10, len(losses)))
     return losses
+
+
+def build_and_save(builtin: dict, seed: int, out: Path) -> dict:
+    """Build, pre-train and save the model that params `model.builtin` describe; its provenance."""
+    torch.manual_seed(seed)
+    dialogues = corpus.pretraining_dialogues(builtin["pretrain"]["passages"], seed=seed)
+    vocabulary_text = [m["content"] for d in dialogues for m in d] + corpus.tokenizer_text(seed)
+    tokenizer = build_tokenizer(vocabulary_text, builtin["vocab_size"])
+    model = build_model(tokenizer, builtin["arch"], seed=seed)
+    pretrain(model, tokenizer, dialogues, steps=builtin["pretrain"]["steps"],
+             batch_size=builtin["pretrain"]["batch_size"], lr=builtin["pretrain"]["lr"], seed=seed)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return {"source": "builtin", "seed": seed, "parameters": sum(x.numel() for x in model.parameters())}

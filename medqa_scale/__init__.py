@@ -1,0 +1,24 @@
+"""The library of the fine-tuning data-scale study: LoRA vs QLoRA on Chinese medical QA.
+
+The DVC stages in stages/ and the commands that are not stages import it; it never imports
+stages/. Modules, one concern each:
+
+  cli            logging set-up and the one-message exit for errors a user can fix
+  params         reading params.yaml, scale labels and run names
+  validation     checking every param at once (pydantic), used by the check_params stage
+  durable        writes that leave the old or the new output, never half of one
+  readers        raw question-answer records from files
+  preprocessing  records -> chats with token counts, length filter, de-duplication
+  splitting      test/dev sets and nested train subsets
+  chat           the chat format and the answer-only loss mask
+  device         device, precision and peak memory
+  hub            fetching a base model from the Hugging Face hub, ModelScope or a directory
+  modeling       loading the base model (4-bit for QLoRA) and its adapters
+  training       TrainingArguments, DVCLive curves and training cost
+  generation     greedy batched answers and their speed
+  metrics        ROUGE and BLEU on Chinese text
+  runinfo        library versions, hardware and resolved revisions for every run
+  summary        the results table and the study's summary
+  plots          the summary figures
+  builtin/       the embedded default (tiny model, synthetic corpus), apart from the real path
+"""

@@ -1,0 +1,55 @@
+"""Loading the base model the same way for training, evaluation and the other commands."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from medqa_scale.device import device, torch_dtype
+
+log = logging.getLogger(__name__)
+
+
+def quantization_config(q: dict, precision: str):
+    """BitsAndBytesConfig from params `quantization`; compute dtype `auto` follows the precision."""
+    from transformers import BitsAndBytesConfig
+
+    q = dict(q)
+    if q.get("bnb_4bit_compute_dtype") == "auto":
+        q["bnb_4bit_compute_dtype"] = torch_dtype(precision)
+    return BitsAndBytesConfig(**q)
+
+
+def load_base_model(path: Path, *, quantization: dict | None, precision: str, trust_remote_code: bool):
+    """The base model saved at `path`: 4-bit (bitsandbytes) when `quantization` holds
+    BitsAndBytesConfig fields, as QLoRA trains it; else in `precision`.
+
+    Weights load from safetensors only, and remote code runs only if the param allows it.
+    """
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"dtype": torch_dtype(precision), "use_safetensors": True, "trust_remote_code": trust_remote_code}
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization_config(quantization, precision)
+    if device() == "cuda":
+        kwargs["device_map"] = {"": 0}  # 4-bit weights are placed at load time, not moved later
+    return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+
+
+def add_trainable_adapter(model, lora: dict, *, quantized: bool, gradient_checkpointing: bool):
+    """The model wrapped with a new LoRA adapter (params `lora`, LoraConfig fields)."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if quantized:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    model = get_peft_model(model, LoraConfig(**lora))
+    trainable, total = model.get_nb_trainable_parameters()
+    log.info("%d trainable of %d parameters (%.3f%%)", trainable, total, 100 * trainable / total)
+    return model
+
+
+def add_saved_adapter(model, adapter_dir: Path):
+    """The model with a trained adapter loaded from `adapter_dir`, ready for inference."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, adapter_dir)

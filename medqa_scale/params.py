@@ -1,0 +1,58 @@
+"""Reading params.yaml, and the names derived from it: scale labels and run names.
+
+Reading is all this module does. Checking the params is the check_params stage's job
+(medqa_scale/validation.py), which runs before every other stage, so that a change to a
+validation rule reruns that check alone and not the hours of training behind it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ruamel.yaml import YAML
+
+from medqa_scale.cli import PipelineError
+
+PARAMS_FILE = Path("params.yaml")
+METHODS = ("lora", "qlora")
+BASE_RUN = "base"  # the run name of the base model evaluated without an adapter
+SCALE_LABEL = re.compile(r"^([1-9][0-9]*)(k?)$")
+
+
+def read_yaml(path: Path | str) -> dict:
+    """YAML 1.2, as DVC itself reads params: `5e-05` is a float, `yes` is a string.
+
+    PyYAML's 1.1 rules read `5e-05`, as `dvc exp run -S train.lr=5e-5` writes it, as a string.
+    """
+    yaml = YAML(typ="safe", pure=True)
+    with open(path, encoding="utf-8") as f:
+        return yaml.load(f)
+
+
+def load_params(path: Path = PARAMS_FILE) -> dict:
+    """params.yaml as a dict. The check_params stage has validated it before any stage runs."""
+    if not path.exists():
+        raise PipelineError(f"{path} not found: run from the repository root")
+    params = read_yaml(path)
+    if not isinstance(params, dict):
+        raise PipelineError(f"{path} must hold a mapping of params; recompose it with `dvc exp run`")
+    return params
+
+
+def scale_size(label) -> int:
+    """`20k` -> 20000, `500` -> 500. The label is the size, so no label can claim a size it lacks."""
+    m = SCALE_LABEL.fullmatch(str(label))
+    if not m:
+        raise ValueError(f"{label!r} is not a scale label like 2k or 500")
+    return int(m.group(1)) * (1000 if m.group(2) else 1)
+
+
+def run_name(method: str, scale) -> str:
+    return f"{method}-{scale}"
+
+
+def parse_run(run: str) -> tuple[str, str]:
+    """`lora-2k` -> (`lora`, `2k`); `base` -> (`base`, ``)."""
+    method, _, scale = run.partition("-")
+    return method, scale

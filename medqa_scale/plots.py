@@ -1,0 +1,68 @@
+"""The summary figures: what more data buys, LoRA against QLoRA, and the training curves.
+
+PNG files, written atomically and without a timestamp, so an unchanged table gives the same bytes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import pandas as pd
+
+matplotlib.use("Agg")  # files only, no display; before pyplot is imported
+import matplotlib.pyplot as plt  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from medqa_scale.durable import atomic_path  # noqa: E402
+from medqa_scale.params import BASE_RUN  # noqa: E402
+from medqa_scale.summary import QUALITY  # noqa: E402
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight", metadata={"Software": None})
+
+
+def plot_scale_comparison(table: pd.DataFrame, path: Path) -> None:
+    tuned, base = table[table.run != BASE_RUN], table[table.run == BASE_RUN].iloc[0]
+    panels = [("rouge-l", "ROUGE-L F1"), ("bleu", "BLEU"), ("best_eval_loss", "best eval loss"),
+              ("train_runtime", "training time (s)")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
+    for ax, (col, label) in zip(axes, panels):
+        sns.lineplot(data=tuned, x="n_train", y=col, hue="method", marker="o", ax=ax)
+        if col in QUALITY:
+            ax.axhline(base[col], color="grey", linestyle="--", label="base model")
+        ax.set(xscale="log", xlabel="training samples", ylabel="", title=label)
+        ax.legend(fontsize=8)
+    fig.suptitle("Data scale: what more training samples buy")
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_method_comparison(table: pd.DataFrame, path: Path) -> None:
+    tuned = table[table.run != BASE_RUN]
+    panels = [("rouge-l", "ROUGE-L F1"), ("train_peak_memory_mb", "training peak memory (MB)"),
+              ("train_runtime", "training time (s)"), ("tokens_per_second", "inference tokens/s")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
+    for ax, (col, label) in zip(axes, panels):
+        sns.barplot(data=tuned, x="scale", y=col, hue="method", ax=ax)
+        ax.set(xlabel="scale", ylabel="", title=label)
+        ax.legend(fontsize=8)
+    fig.suptitle("LoRA vs QLoRA at each scale")
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_loss_curves(curves: pd.DataFrame, path: Path) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, series in zip(axes, ("train", "eval")):
+        data = curves[curves.series == series]
+        if not data.empty:
+            sns.lineplot(data=data, x="samples_seen", y="loss", hue="run", marker="o" if series == "eval" else None, ax=ax)
+        ax.set(title=f"{series} loss", xlabel="training samples seen", ylabel="loss")
+    fig.suptitle("Training curves")
+    _save(fig, path)
+    plt.close(fig)
+

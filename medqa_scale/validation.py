@@ -1,0 +1,299 @@
+"""Checking params.yaml: every problem at once, each naming its key and the fix.
+
+The check_params stage calls `check_params()` before any other stage runs. Types, ranges and
+unknown keys are declared as pydantic models, one per params section, which report every error
+with its key path; `project_problems()` adds the rules only this project can make (a scale
+bigger than the data, a batch for every method, field names of the library classes that a
+section is passed to).
+
+No other stage imports this module, so editing a rule here reruns check_params alone: while the
+params stay valid, its output does not change and nothing downstream reruns.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from medqa_scale.cli import PipelineError
+from medqa_scale.params import METHODS, PARAMS_FILE, read_yaml, scale_size
+
+# TrainingArguments fields the pipeline sets itself, from the params named here.
+RESERVED_TRAINING_ARGS = {
+    "output_dir": "it is models/checkpoints/<run>",
+    "learning_rate": "set train.lr",
+    "per_device_train_batch_size": "set train.batch.<method>",
+    "gradient_accumulation_steps": "set train.batch.<method>",
+    "bf16": "set precision",
+    "fp16": "set precision",
+    "seed": "set the top-level seed",
+    "data_seed": "set the top-level seed",
+    "report_to": "training curves always go to dvclive/<run>",
+    "use_cpu": "the device is chosen from what is available",
+}
+MISSING_FIX = "missing; add it to conf/ (see conf/config.yaml) and recompose params.yaml with `dvc exp run`"
+
+PositiveInt = Field(gt=0)
+
+
+class ParamsError(PipelineError):
+    def __init__(self, problems: list[str], path: Path = PARAMS_FILE):
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{path} has {len(problems)} problem(s); fix them and rerun:\n{lines}")
+
+
+# --- the params sections, as pydantic models ------------------------------------------------------
+
+
+class Section(BaseModel):
+    """Strict: `'5e-05'` is not a number and `yes` is not a boolean; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class LibrarySection(BaseModel):
+    """A section passed as keyword arguments to a library class: other keys are checked against
+    that class's own fields in `project_problems`."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class Arch(LibrarySection):  # transformers.Qwen2Config fields
+    hidden_size: int = PositiveInt
+    num_attention_heads: int = PositiveInt
+    num_key_value_heads: int = PositiveInt
+
+
+class Pretrain(Section):
+    passages: int = PositiveInt
+    steps: int = PositiveInt
+    batch_size: int = PositiveInt
+    lr: float = Field(gt=0)
+
+
+class BuiltinModel(Section):
+    vocab_size: int = Field(ge=300)
+    arch: Arch
+    pretrain: Pretrain
+
+
+class Model(Section):
+    source: Literal["builtin", "local", "hf", "modelscope"]
+    repo_id: str | None = None
+    revision: str | None = None
+    local_path: str | None = None
+    trust_remote_code: bool
+    builtin: BuiltinModel | None = None
+
+
+class Data(Section):
+    source: Literal["builtin", "local"]
+    local_path: str | None = None
+    builtin_records: int | None = Field(default=None, gt=0)
+
+
+class Preprocess(Section):
+    system_prompt: str = Field(min_length=1)
+    max_source_len: int = PositiveInt
+    max_target_len: int = PositiveInt
+
+
+class Split(Section):
+    dev_size: int = PositiveInt
+    test_size: int = PositiveInt
+    scales: list[str | int] = Field(min_length=1)
+
+
+class Lora(LibrarySection):  # peft.LoraConfig fields
+    r: int = PositiveInt
+    lora_alpha: float = Field(gt=0)
+    lora_dropout: float = Field(ge=0, lt=1)
+    target_modules: list[str] | str = Field(min_length=1)
+
+
+class Quantization(LibrarySection):  # transformers.BitsAndBytesConfig fields
+    load_in_4bit: Literal[True] = Field(description="QLoRA here is 4-bit")
+    bnb_4bit_quant_type: Literal["nf4", "fp4"]
+    bnb_4bit_use_double_quant: bool
+    bnb_4bit_compute_dtype: Literal["auto", "float32", "bfloat16", "float16"]
+
+
+class Batch(Section):
+    per_device_train_batch_size: int = PositiveInt
+    gradient_accumulation_steps: int = PositiveInt
+
+
+class TrainArgs(LibrarySection):  # transformers.TrainingArguments fields
+    num_train_epochs: float = Field(gt=0)
+    # The adapter kept is the best by eval loss.
+    load_best_model_at_end: Literal[True]
+    metric_for_best_model: Literal["eval_loss"]
+    activation_checkpointing: bool
+
+
+class Train(Section):
+    lr: float = Field(gt=0)
+    batch: dict[str, Batch]
+    args: TrainArgs
+
+
+class Evaluate(Section):
+    batch_size: int = PositiveInt
+    max_new_tokens: int = PositiveInt
+
+
+class Params(Section):
+    seed: int = Field(ge=0)
+    precision: Literal["auto", "bf16", "fp16", "fp32"]
+    profile: str
+    model: Model
+    data: Data
+    preprocess: Preprocess
+    split: Split
+    methods: list[Literal["lora", "qlora"]] = Field(min_length=1)
+    lora: Lora
+    quantization: Quantization
+    train: Train
+    evaluate: Evaluate
+
+
+# --- checking ---------------------------------------------------------------------------------
+
+
+def check_params(path: Path = PARAMS_FILE) -> dict:
+    """params.yaml, read and checked; raises one ParamsError that lists every problem."""
+    if not path.exists():
+        raise ParamsError([f"{path} not found: run from the repository root"], path)
+    params = read_yaml(path)
+    problems = validate(params)
+    if problems:
+        raise ParamsError(problems, path)
+    return params
+
+
+def validate(params) -> list[str]:
+    """Every problem in `params`, each as `key: what is wrong and how to fix it`."""
+    if not isinstance(params, dict):
+        return [f"the file must hold a mapping of params, got {type(params).__name__}"]
+    try:
+        Params.model_validate(params)
+        problems = []
+    except ValidationError as e:
+        problems = [_describe(err) for err in e.errors()]
+    return problems + project_problems(params)
+
+
+def _describe(err: dict) -> str:
+    key = ".".join(str(part) for part in err["loc"])
+    if err["type"] == "missing":
+        return f"{key}: {MISSING_FIX}"
+    if err["type"] == "extra_forbidden":
+        return f"{key}: not a known key; check its spelling or remove it"
+    value = err.get("input")
+    hint = " (unquoted, e.g. 5.0e-05)" if isinstance(value, str) and err["type"] in ("float_type", "int_type") else ""
+    return f"{key}: {err['msg'].removeprefix('Value error, ')}{hint}, got {value!r}"
+
+
+def project_problems(p: dict) -> list[str]:
+    """The rules that types cannot say. Each looks only at values of the right type, so that a
+    wrong type is reported once, by the models."""
+    problems: list[str] = []
+    bad = lambda key, msg: problems.append(f"{key}: {msg}")  # noqa: E731
+    model, data = _mapping(p, "model"), _mapping(p, "data")
+    split, train = _mapping(p, "split"), _mapping(p, "train")
+
+    source = model.get("source")
+    if source == "builtin":
+        builtin = model.get("builtin")
+        if builtin is None:
+            bad("model.builtin", "model.source is builtin: give vocab_size, arch and pretrain (see conf/profile/embedded.yaml)")
+        arch = _mapping(builtin if isinstance(builtin, dict) else {}, "arch")
+        heads, kv, hidden = (arch.get(k) for k in ("num_attention_heads", "num_key_value_heads", "hidden_size"))
+        if all(_positive_int(v) for v in (heads, kv, hidden)) and (hidden % heads or heads % kv):
+            bad("model.builtin.arch", "hidden_size must divide by num_attention_heads, and that by num_key_value_heads")
+    elif source == "local":
+        path = model.get("local_path")
+        if not (isinstance(path, str) and Path(path).is_dir()):
+            bad("model.local_path", f"{path!r} is not a directory; point it at a saved Hugging Face model")
+    elif source in ("hf", "modelscope"):
+        for key in ("repo_id", "revision"):
+            if not (isinstance(model.get(key), str) and model[key]):
+                bad(f"model.{key}", "must be a non-empty string (pin revision to a commit for reproducibility)")
+
+    data_size = None
+    if data.get("source") == "builtin":
+        data_size = data.get("builtin_records")
+        if data_size is None:
+            bad("data.builtin_records", "data.source is builtin: give the number of records to generate")
+    elif data.get("source") == "local":
+        path = data.get("local_path")
+        if not (isinstance(path, str) and Path(path).is_file()):
+            bad("data.local_path", f"{path!r} is not a file; point it at a JSONL file of question/answer records")
+
+    sizes = []
+    scales = split.get("scales")
+    for label in scales if isinstance(scales, list) else []:
+        try:
+            sizes.append(scale_size(label))
+        except ValueError:
+            bad("split.scales", f"{label!r} is not a scale label; write sizes as 2k (=2000) or 500")
+    if len(set(sizes)) != len(sizes):
+        bad("split.scales", f"sizes repeat: {scales}")
+    dev, test = split.get("dev_size"), split.get("test_size")
+    if sizes and _positive_int(data_size) and _positive_int(dev) and _positive_int(test) and max(sizes) + dev + test > data_size:
+        bad("split.scales", f"the largest scale ({max(sizes)}) plus dev ({dev}) and test ({test}) needs "
+            f"{max(sizes) + dev + test} records but data.builtin_records is {data_size}; "
+            "lower the scale or raise data.builtin_records")
+
+    methods = p.get("methods")
+    if isinstance(methods, list):
+        if len(set(map(str, methods))) != len(methods):
+            bad("methods", f"methods repeat: {methods}")
+        batch = train.get("batch")
+        for m in (m for m in methods if m in METHODS and isinstance(batch, dict)):
+            if m not in batch:
+                bad(f"train.batch.{m}", "missing: give per_device_train_batch_size and gradient_accumulation_steps")
+
+    problems += _library_field_problems(p)
+    return problems
+
+
+def _library_field_problems(p: dict) -> list[str]:
+    from peft import LoraConfig
+    from transformers import BitsAndBytesConfig, TrainingArguments
+
+    problems = []
+    for key, section, cls in (("lora", p.get("lora"), LoraConfig),
+                              ("quantization", p.get("quantization"), BitsAndBytesConfig),
+                              ("train.args", _mapping(p, "train").get("args"), TrainingArguments)):
+        if not isinstance(section, dict):
+            continue
+        fields = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
+        for name in sorted(set(section) - fields):
+            problems.append(f"{key}.{name}: not a field of {cls.__name__}, which this section is passed to; check its spelling")
+        if key == "train.args":
+            for name in sorted(set(section) & set(RESERVED_TRAINING_ARGS)):
+                problems.append(f"train.args.{name}: set by the pipeline: {RESERVED_TRAINING_ARGS[name]}")
+    return problems
+
+
+def _mapping(p: dict, key: str) -> dict:
+    value = p.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def method_quantization(params: dict, method: str) -> dict | None:
+    """What a method loads its base with: BitsAndBytesConfig fields for QLoRA, None for LoRA.
+
+    check_params writes it per method, and the train and evaluate stages of that method depend on
+    that file alone, so a QLoRA knob reruns only the QLoRA stages.
+    """
+    return dict(params["quantization"]) if method == "qlora" else None

@@ -1,0 +1,44 @@
+"""medqa_scale.cli: a PipelineError becomes one logged message and exit status 2.
+
+Run: python -m pytest tests/test_cli.py -q
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+import pytest
+
+from medqa_scale.cli import PipelineError, run
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def test_a_pipeline_error_exits_2_with_its_message(caplog):
+    def main():
+        raise PipelineError("data.local_path: 'x.jsonl' is not a file; point it at a JSONL file")
+
+    with caplog.at_level(logging.ERROR), pytest.raises(SystemExit) as exit_:
+        run(main)
+    assert exit_.value.code == 2
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
+        "data.local_path: 'x.jsonl' is not a file; point it at a JSONL file"]
+
+
+def test_a_successful_main_returns_and_other_errors_are_not_hidden():
+    calls = []
+    run(lambda: calls.append(1))
+    assert calls == [1]
+    with pytest.raises(ZeroDivisionError):
+        run(lambda: 1 / 0)
+
+
+def test_the_message_is_printed_without_a_traceback():
+    code = ("from medqa_scale.cli import PipelineError, run\n"
+            "def main():\n    raise PipelineError('seed: must be >= 0, got -1')\n"
+            "run(main)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "seed: must be >= 0, got -1" in proc.stderr and "Traceback" not in proc.stderr

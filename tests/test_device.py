@@ -1,0 +1,39 @@
+"""medqa_scale.device: precision, dtypes and peak memory on this (CPU) machine.
+
+Run: python -m pytest tests/test_device.py -q
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medqa_scale.device import device, peak_memory_mb, reset_peak_memory, resolve_precision, torch_dtype
+
+
+def test_auto_precision_is_fp32_on_cpu_and_explicit_settings_pass_through():
+    if torch.cuda.is_available():
+        assert resolve_precision("auto") in ("bf16", "fp16")
+    else:
+        assert device() == "cpu" and resolve_precision("auto") == "fp32"
+    for setting in ("bf16", "fp16", "fp32"):
+        assert resolve_precision(setting) == setting
+
+
+def test_torch_dtype_of_each_precision():
+    assert torch_dtype("bf16") is torch.bfloat16
+    assert torch_dtype("fp16") is torch.float16
+    assert torch_dtype("fp32") is torch.float32
+    with pytest.raises(KeyError):
+        torch_dtype("int8")
+
+
+def test_peak_memory_grows_with_an_allocation():
+    reset_peak_memory()
+    before = peak_memory_mb()
+    block = torch.ones(64 * 2**20 // 4 * (1 if torch.cuda.is_available() else 4))  # 64-256 MB
+    if torch.cuda.is_available():
+        block = block.cuda()
+    block += 1
+    assert peak_memory_mb() >= before > 0
+    assert peak_memory_mb() > 60

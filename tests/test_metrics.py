@@ -1,0 +1,82 @@
+"""Tests of medqa_scale.metrics: jieba segmentation, ROUGE on Chinese text (against hand-computed
+values) and BLEU with sacrebleu's zh tokenizer. Run: python -m pytest -q tests/test_metrics.py
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from medqa_scale.metrics import bleu_zh, rouge_zh, segment
+
+
+def test_segment_of_the_hand_checked_strings():
+    # The expected values below are derived from these segmentations.
+    assert segment("我今天头痛，需要休息") == "我 今天 头痛 ， 需要 休息"
+    assert segment("我昨天头痛，需要吃药") == "我 昨天 头痛 ， 需要 吃药"
+    assert segment("高血压患者应按时服药") == "高血压 患者 应 按时 服药"
+    assert segment("高血压患者平时应低盐饮食并按时服药") == "高血压 患者 平时 应低 盐 饮食 并 按时 服药"
+    assert segment("  ") == ""
+
+
+def test_rouge_identical_is_100():
+    text = "高血压患者应低盐饮食，按时服药。"
+    scores = rouge_zh([text], [text])
+    assert set(scores) == {"rouge-1", "rouge-2", "rouge-l"}
+    for v in scores.values():
+        assert v == pytest.approx(100, abs=1e-4)
+
+
+def test_rouge_disjoint_is_0():
+    assert rouge_zh(["建议多喝水"], ["骨折"]) == {"rouge-1": 0.0, "rouge-2": 0.0, "rouge-l": 0.0}
+
+
+def test_rouge_empty_prediction_scores_0_without_raising():
+    assert rouge_zh([""], ["骨折需要固定"]) == {"rouge-1": 0.0, "rouge-2": 0.0, "rouge-l": 0.0}
+    assert rouge_zh(["   "], ["骨折需要固定"]) == {"rouge-1": 0.0, "rouge-2": 0.0, "rouge-l": 0.0}
+
+
+def test_rouge_partial_overlap_hand_computed():
+    # pred: 我 今天 头痛 ， 需要 休息   ref: 我 昨天 头痛 ， 需要 吃药   (6 words each)
+    # unigrams: 4 shared (我 头痛 ， 需要) -> P = R = 4/6 -> F1 = 2/3
+    # bigrams: 5 each, 2 shared ((头痛,，) (，,需要)) -> F1 = 2/5
+    # LCS: 我 头痛 ， 需要 = 4 -> F1 = 2/3
+    scores = rouge_zh(["我今天头痛，需要休息"], ["我昨天头痛，需要吃药"])
+    assert scores["rouge-1"] == pytest.approx(100 * 2 / 3, rel=1e-6)
+    assert scores["rouge-2"] == pytest.approx(40.0, rel=1e-6)
+    assert scores["rouge-l"] == pytest.approx(100 * 2 / 3, rel=1e-6)
+
+
+def test_rouge_partial_overlap_unequal_lengths_hand_computed():
+    # pred: 高血压 患者 应 按时 服药 (5)   ref: 高血压 患者 平时 应低 盐 饮食 并 按时 服药 (9)
+    # unigrams shared 4: P=4/5 R=4/9 -> F1 = 2*(16/45)/(56/45) = 4/7
+    # bigrams 4 vs 8, shared 2 ((高血压,患者) (按时,服药)): P=1/2 R=1/4 -> F1 = 1/3
+    # LCS 高血压 患者 按时 服药 = 4 -> F1 = 4/7
+    scores = rouge_zh(["高血压患者应按时服药"], ["高血压患者平时应低盐饮食并按时服药"])
+    assert scores["rouge-1"] == pytest.approx(100 * 4 / 7, rel=1e-6)
+    assert scores["rouge-2"] == pytest.approx(100 / 3, rel=1e-6)
+    assert scores["rouge-l"] == pytest.approx(100 * 4 / 7, rel=1e-6)
+
+
+def test_rouge_is_a_mean_over_all_samples_including_empty_ones():
+    scores = rouge_zh(["", "我今天头痛，需要休息"], ["骨折", "我昨天头痛，需要吃药"])
+    assert scores["rouge-1"] == pytest.approx(100 * 2 / 3 / 2, rel=1e-6)
+    assert scores["rouge-2"] == pytest.approx(20.0, rel=1e-6)
+    assert scores["rouge-l"] == pytest.approx(100 / 3, rel=1e-6)
+
+
+@pytest.mark.parametrize("preds,refs", [(["a"], ["a", "b"]), (["a", "b"], ["a"]), ([], [])])
+def test_rouge_mismatched_or_empty_lists_raise(preds, refs):
+    with pytest.raises(ValueError):
+        rouge_zh(preds, refs)
+
+
+def test_bleu_identical_is_100_with_zh_signature():
+    score, signature = bleu_zh(["高血压患者应低盐饮食。", "多休息。"], ["高血压患者应低盐饮食。", "多休息。"])
+    assert score == pytest.approx(100.0, abs=1e-6)
+    assert "tok:zh" in signature.split("|")
+    assert "nrefs:1" in signature.split("|")
+
+
+def test_bleu_disjoint_is_0():
+    score, _ = bleu_zh(["骨折需要固定"], ["感冒多喝水吧"])
+    assert score == pytest.approx(0.0, abs=1e-9)

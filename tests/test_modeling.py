@@ -1,0 +1,95 @@
+"""medqa_scale.modeling: the base model in full precision for LoRA, 4-bit bitsandbytes layers for
+QLoRA, both for training (a new adapter) and for evaluation (a saved adapter).
+
+Run: python -m pytest tests/test_modeling.py -q
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medqa_scale.modeling import add_saved_adapter, add_trainable_adapter, load_base_model, quantization_config
+
+QUANTIZATION = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
+                "bnb_4bit_compute_dtype": "auto"}
+LORA = {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj"], "bias": "none",
+        "task_type": "CAUSAL_LM"}
+
+
+def linear4bit_layers(model) -> list[str]:
+    import bitsandbytes as bnb
+
+    return [name for name, module in model.named_modules() if isinstance(module, bnb.nn.Linear4bit)]
+
+
+def test_quantization_config_auto_compute_dtype_follows_precision():
+    assert quantization_config(QUANTIZATION, "fp32").bnb_4bit_compute_dtype == torch.float32
+    assert quantization_config(QUANTIZATION, "bf16").bnb_4bit_compute_dtype == torch.bfloat16
+    config = quantization_config({**QUANTIZATION, "bnb_4bit_compute_dtype": "float16"}, "fp32")
+    assert config.bnb_4bit_compute_dtype == torch.float16
+    assert config.load_in_4bit and config.bnb_4bit_quant_type == "nf4" and config.bnb_4bit_use_double_quant
+
+
+def test_lora_base_loads_in_the_training_precision_without_4bit_layers(tiny_base):
+    model = load_base_model(tiny_base, quantization=None, precision="fp32", trust_remote_code=False)
+    assert linear4bit_layers(model) == []
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
+def test_qlora_training_model_has_4bit_nf4_base_layers_under_the_adapter(tiny_base):
+    base = load_base_model(tiny_base, quantization=QUANTIZATION, precision="fp32", trust_remote_code=False)
+    model = add_trainable_adapter(base, LORA, quantized=True, gradient_checkpointing=False)
+    layers = linear4bit_layers(model)
+    # Every linear layer of the decoder is 4-bit, the adapted ones included (under the LoRA wrapper).
+    assert any(name.endswith("q_proj.base_layer") for name in layers)
+    assert any(name.endswith("mlp.down_proj") for name in layers)
+    q_proj = model.base_model.model.model.layers[0].self_attn.q_proj
+    assert q_proj.base_layer.weight.quant_state.quant_type == "nf4"
+    assert q_proj.base_layer.weight.dtype == torch.uint8  # packed 4-bit values
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+
+
+def test_qlora_evaluation_model_has_4bit_base_layers_and_the_saved_adapter(tiny_base, tmp_path):
+    trained = add_trainable_adapter(load_base_model(tiny_base, quantization=QUANTIZATION, precision="fp32",
+                                                    trust_remote_code=False), LORA, quantized=True,
+                                    gradient_checkpointing=False)
+    with torch.no_grad():
+        for name, p in trained.named_parameters():
+            if "lora_B" in name:
+                p.fill_(0.01)  # a recognisable adapter
+    trained.save_pretrained(tmp_path / "adapter")
+
+    base = load_base_model(tiny_base, quantization=QUANTIZATION, precision="fp32", trust_remote_code=False)
+    model = add_saved_adapter(base, tmp_path / "adapter")
+    assert any(name.endswith("q_proj.base_layer") for name in linear4bit_layers(model))
+    b = dict(model.named_parameters())
+    lora_b = [v for k, v in b.items() if "lora_B" in k]
+    assert lora_b and all(torch.allclose(v, torch.full_like(v, 0.01)) for v in lora_b)
+
+
+def test_trust_remote_code_is_passed_through_and_off_by_default(tiny_base, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    seen = {}
+    original = AutoModelForCausalLM.from_pretrained
+
+    def spy(path, **kwargs):
+        seen.update(kwargs)
+        return original(path, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", spy)
+    load_base_model(tiny_base, quantization=None, precision="fp32", trust_remote_code=False)
+    assert seen["trust_remote_code"] is False and seen["use_safetensors"] is True
+
+
+@pytest.mark.parametrize("quantized", [False, True])
+def test_only_the_adapter_is_trainable(tiny_base, quantized):
+    base = load_base_model(tiny_base, quantization=QUANTIZATION if quantized else None, precision="fp32",
+                           trust_remote_code=False)
+    model = add_trainable_adapter(base, LORA, quantized=quantized, gradient_checkpointing=False)
+    trainable, total = model.get_nb_trainable_parameters()
+    # r * (in + out) per adapted matrix: q_proj 64->64, v_proj 64->32 (one KV head of 32)
+    assert trainable == 4 * (64 + 64) + 4 * (64 + 32)
+    assert 0 < trainable < total

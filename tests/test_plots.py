@@ -1,0 +1,49 @@
+"""medqa_scale.plots: the three summary figures are PNGs, the same bytes for the same table.
+
+Run: python -m pytest tests/test_plots.py -q
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from medqa_scale.plots import plot_loss_curves, plot_method_comparison, plot_scale_comparison
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def table() -> pd.DataFrame:
+    rows = [{"run": "base", "method": "base", "scale": "0", "n_train": 0, "rouge-1": 20.0, "rouge-2": 5.0,
+             "rouge-l": 18.0, "bleu": 9.0, "tokens_per_second": 100.0}]
+    for method in ("lora", "qlora"):
+        for scale, n, score in (("1k", 1000, 30.0), ("2k", 2000, 45.0)):
+            rows.append({"run": f"{method}-{scale}", "method": method, "scale": scale, "n_train": n,
+                         "rouge-1": score + 5, "rouge-2": score - 5, "rouge-l": score, "bleu": score / 2,
+                         "tokens_per_second": 80.0, "best_eval_loss": 2.0, "train_runtime": n / 100,
+                         "train_peak_memory_mb": 700.0 if method == "lora" else 650.0})
+    return pd.DataFrame(rows)
+
+
+def curves() -> pd.DataFrame:
+    return pd.DataFrame([{"run": "lora-1k", "series": s, "samples_seen": x, "loss": 3.0 - x / 1000}
+                         for s in ("train", "eval") for x in (500.0, 1000.0)])
+
+
+def test_each_figure_is_a_png_with_the_same_bytes_on_every_run(tmp_path):
+    for name, draw, data in (("scale", plot_scale_comparison, table()), ("method", plot_method_comparison, table()),
+                             ("curves", plot_loss_curves, curves())):
+        a, b = tmp_path / f"{name}-a.png", tmp_path / f"{name}-b.png"
+        draw(data, a)
+        draw(data, b)
+        assert a.read_bytes()[:8] == PNG and len(a.read_bytes()) > 10_000
+        assert a.read_bytes() == b.read_bytes(), name  # no timestamp: an unchanged table is an unchanged file
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        f"{n}-{s}.png" for n in ("scale", "method", "curves") for s in "ab")  # no temp leftovers
+
+
+def test_a_different_table_draws_a_different_figure(tmp_path):
+    changed = table()
+    changed.loc[changed.run == "lora-2k", "rouge-l"] = 60.0
+    plot_scale_comparison(table(), tmp_path / "a.png")
+    plot_scale_comparison(changed, tmp_path / "b.png")
+    assert (tmp_path / "a.png").read_bytes() != (tmp_path / "b.png").read_bytes()

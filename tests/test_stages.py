@@ -1,0 +1,218 @@
+"""The stage entry points, run as DVC runs them (`python -m stages.<name>`) in a small workspace
+laid out like the repository: a tiny base model, split files and a params.yaml.
+
+- check_params stops bad params with one message and writes nothing; good params give the
+  same bytes whatever the rules;
+- train keeps the adapter of the best checkpoint, not the last, on a run whose last evaluation
+  is worse than an earlier one, and cleans up what a killed run left;
+- the train and evaluate stages load the QLoRA base 4-bit and the LoRA base unquantized.
+
+Run: python -m pytest tests/test_stages.py -q
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+from safetensors.torch import load_file
+
+from medqa_scale.builtin.corpus import generate_pairs
+from medqa_scale.chat import to_messages
+from medqa_scale.params import read_yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SYSTEM = "你是一名医学助手。"
+
+
+def stage(workspace: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", *args], cwd=workspace, env=env, capture_output=True, text=True)
+
+
+def write_params(workspace: Path, params: dict) -> None:
+    yaml = YAML(typ="safe", pure=True)
+    with open(workspace / "params.yaml", "w", encoding="utf-8") as f:
+        yaml.dump(params, f)
+
+
+def write_jsonl(path: Path, records: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+
+
+def chat_records(pairs: list[dict], answer=lambda a: a) -> list[dict]:
+    return [{**r, "messages": to_messages(r["question"], answer(r["answer"]), SYSTEM)} for r in pairs]
+
+
+def small_params() -> dict:
+    p = copy.deepcopy(read_yaml(ROOT / "params.yaml"))
+    p["split"].update(scales=["64"], dev_size=16, test_size=8)
+    p["data"]["builtin_records"] = 200
+    p["train"]["lr"] = 1.0e-2
+    p["train"]["batch"] = {m: {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1}
+                           for m in ("lora", "qlora")}
+    p["train"]["args"].update(eval_steps=2, save_steps=2, save_total_limit=2, logging_steps=1,
+                              per_device_eval_batch_size=16, disable_tqdm=True)
+    p["evaluate"].update(batch_size=8, max_new_tokens=8)
+    return p
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, tiny_base) -> Path:
+    """Base model, split files and params as the stages before train leave them, plus
+    data/params/ from a real check_params run."""
+    ws = tmp_path_factory.mktemp("workspace")
+    shutil.copytree(tiny_base, ws / "models" / "base")
+    pairs = generate_pairs(88, seed=5)
+    # Train answers in Latin letters, dev and test answers in Chinese: the longer the training,
+    # the worse the dev loss, so the last evaluation is worse than an earlier one.
+    write_jsonl(ws / "data/split/train-64.jsonl",
+                chat_records(pairs[:64], lambda a: " ".join(f"x{ord(c) % 7}" for c in a[:12])))
+    write_jsonl(ws / "data/split/dev.jsonl", chat_records(pairs[64:80]))
+    write_jsonl(ws / "data/split/test.jsonl", chat_records(pairs[80:]))
+    write_params(ws, small_params())
+    proc = stage(ws, "stages.check_params")
+    assert proc.returncode == 0, proc.stderr
+    return ws
+
+
+# --- check_params -------------------------------------------------------------------------------
+
+
+def test_check_params_writes_the_gate_and_each_methods_quantization(workspace):
+    assert json.loads((workspace / "data/params/valid.json").read_text()) == {"params.yaml": "valid"}
+    assert json.loads((workspace / "data/params/quantization-lora.json").read_text()) is None
+    qlora = json.loads((workspace / "data/params/quantization-qlora.json").read_text())
+    assert qlora == small_params()["quantization"]
+
+
+def test_check_params_stops_bad_params_with_one_message_naming_every_key(tmp_path):
+    p = small_params()
+    p["methods"] = ["lora", "dora"]
+    p["train"]["lr"] = -1
+    p["split"]["scales"] = ["9999k"]
+    p["lora"]["rank"] = 8
+    write_params(tmp_path, p)
+    proc = stage(tmp_path, "stages.check_params")
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    for key in ("methods.1", "train.lr", "split.scales", "lora.rank"):
+        assert f"- {key}:" in proc.stderr, key
+    assert proc.stderr.count("params.yaml has") == 1
+    assert not (tmp_path / "data").exists()
+
+
+def test_check_params_gate_is_the_same_bytes_for_other_valid_params(workspace, tmp_path):
+    p = small_params()
+    p["train"]["lr"] = 3e-4
+    p["quantization"]["bnb_4bit_use_double_quant"] = False
+    write_params(tmp_path, p)
+    assert stage(tmp_path, "stages.check_params").returncode == 0
+    for name in ("valid.json", "quantization-lora.json"):
+        assert (tmp_path / "data/params" / name).read_bytes() == (workspace / "data/params" / name).read_bytes()
+    assert (tmp_path / "data/params/quantization-qlora.json").read_bytes() != \
+        (workspace / "data/params/quantization-qlora.json").read_bytes()
+
+
+# --- train --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(workspace):
+    # A temporary directory that a killed run left behind: the stage removes it before it starts.
+    stale = workspace / "models/adapters/.lora-64.killed.tmp"
+    stale.mkdir(parents=True)
+    (stale / "adapter_model.safetensors").write_bytes(b"half-written")
+    proc = stage(workspace, "stages.train", "lora-64")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return workspace
+
+
+def eval_losses(checkpoint_dir: Path) -> dict[int, float]:
+    state = json.loads((checkpoint_dir / "trainer_state.json").read_text())
+    return {e["step"]: e["eval_loss"] for e in state["log_history"] if "eval_loss" in e}
+
+
+def test_train_writes_its_outputs_and_removes_what_a_killed_run_left(trained):
+    run = "lora-64"
+    assert (trained / f"models/adapters/{run}/adapter_model.safetensors").exists()
+    assert (trained / f"dvclive/{run}/plots/metrics/eval/loss.tsv").exists()
+    metrics = json.loads((trained / f"metrics/train/{run}.json").read_text())
+    assert metrics["n_train"] == 64 and metrics["global_steps"] == 8
+    info = json.loads((trained / f"metrics/runinfo/train-{run}.json").read_text())
+    assert info["revisions"]["model"] == {"source": "test", "seed": 0}
+    assert set(info["revisions"]["data"]) == {"data/split/train-64.jsonl", "data/split/dev.jsonl"}
+    assert not list((trained / "models/adapters").glob(".*"))  # neither the stale nor a new temp dir
+
+
+def test_train_keeps_the_best_checkpoint_not_the_last(trained):
+    checkpoints = sorted((trained / "models/checkpoints/lora-64").glob("checkpoint-*"),
+                         key=lambda p: int(p.name.split("-")[1]))
+    losses = eval_losses(checkpoints[-1])
+    best_step = min(losses, key=losses.get)
+    last_step = max(losses)
+    # The premise: this run's last evaluation is worse than an earlier one.
+    assert losses[last_step] > losses[best_step] and best_step != last_step
+    metrics = json.loads((trained / "metrics/train/lora-64.json").read_text())
+    assert metrics["best_step"] == best_step and metrics["best_eval_loss"] == pytest.approx(losses[best_step])
+
+    saved = load_file(trained / "models/adapters/lora-64/adapter_model.safetensors")
+    best = load_file(trained / f"models/checkpoints/lora-64/checkpoint-{best_step}/adapter_model.safetensors")
+    last = load_file(trained / f"models/checkpoints/lora-64/checkpoint-{last_step}/adapter_model.safetensors")
+    assert set(saved) == set(best) == set(last)
+    assert all((saved[k] == best[k]).all() for k in saved)
+    assert any((saved[k] != last[k]).any() for k in saved)
+
+
+def test_evaluate_scores_the_trained_adapter(trained):
+    proc = stage(trained, "stages.evaluate", "lora-64")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = (trained / "data/predictions/lora-64.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 8 and set(json.loads(lines[0])) == {"id", "question", "reference", "prediction"}
+    metrics = json.loads((trained / "metrics/evaluate/lora-64.json").read_text())
+    assert metrics["n_test"] == 8 and 0 <= metrics["rouge-l"] <= 100
+
+
+# --- the bases the stages load ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("entry", ["train", "evaluate"])
+@pytest.mark.parametrize("method", ["lora", "qlora"])
+def test_the_stages_load_qlora_4bit_and_lora_unquantized(workspace, monkeypatch, entry, method):
+    import importlib
+
+    import bitsandbytes as bnb
+
+    monkeypatch.chdir(workspace)
+    module = importlib.import_module(f"stages.{entry}")
+    p = small_params()
+    if entry == "train":
+        model = module.load_model(p, method, "fp32")
+    else:
+        adapter = workspace / f"models/adapters/{method}-test"
+        if not adapter.exists():
+            module_train = importlib.import_module("stages.train")
+            module_train.load_model(p, method, "fp32").save_pretrained(adapter)
+        model = module.load_model(p, f"{method}-test", "fp32")
+    layers = [n for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)]
+    if method == "qlora":
+        assert any(n.endswith("q_proj.base_layer") for n in layers)
+    else:
+        assert layers == []
+    assert any("lora_A" in n for n, _ in model.named_parameters())
+
+
+def test_evaluate_base_loads_the_base_model_alone(workspace, monkeypatch):
+    import importlib
+
+    monkeypatch.chdir(workspace)
+    model = importlib.import_module("stages.evaluate").load_model(small_params(), "base", "fp32")
+    assert not any("lora_" in n for n, _ in model.named_parameters())
