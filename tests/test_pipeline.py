@@ -136,7 +136,8 @@ def test_editing_a_validation_rule_reruns_only_the_check(repo, first_run):
         assert ran_stages(dvc(repo, "repro").stdout) == {"check_params"}
     finally:
         validation.write_text(original, encoding="utf-8")
-    assert ran_stages(dvc(repo, "repro").stdout) == {"check_params"}
+    dvc(repo, "repro")  # the check for the original rules comes back from DVC's run cache
+    assert json.loads(dvc(repo, "status", "--json").stdout) == {}
 
 
 def test_a_qlora_knob_reruns_only_the_qlora_side(repo, first_run):

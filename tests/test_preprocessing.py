@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from medqa_scale.chat import encode_example, to_messages
+from medqa_scale.chat import IGNORE_INDEX, encode_example, to_messages
 from medqa_scale.preprocessing import preprocess_records
 
 SYSTEM = "你是一名医学助手。"
@@ -32,7 +32,7 @@ def test_kept_records_carry_their_chat_and_token_counts(tokenizer):
     assert r["messages"] == to_messages("头痛 怎么办？", "多休息。", SYSTEM)
     example = encode_example(tokenizer, r["messages"])
     assert r["n_prompt_tokens"] + r["n_answer_tokens"] == len(example["input_ids"])
-    assert r["n_answer_tokens"] == sum(1 for x in example["labels"] if x != -100)
+    assert r["n_answer_tokens"] == sum(1 for x in example["labels"] if x != IGNORE_INDEX)
 
 
 def test_every_skipped_record_is_counted_by_reason(tokenizer):
