@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -53,3 +54,18 @@ def add_saved_adapter(model, adapter_dir: Path):
     from peft import PeftModel
 
     return PeftModel.from_pretrained(model, adapter_dir)
+
+
+def save_adapter(model, out: Path) -> None:
+    """The adapter's weights and config, the same bytes for the same adapter.
+
+    peft keeps target_modules as a set and writes it in the order of the process's string hash:
+    an unchanged adapter would look changed to DVC and rerun its evaluation. Sorting fixes that.
+    """
+    model.save_pretrained(out)
+    config_file = Path(out) / "adapter_config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    for key in ("target_modules", "modules_to_save", "exclude_modules"):
+        if isinstance(config.get(key), list):
+            config[key] = sorted(config[key])
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")

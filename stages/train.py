@@ -26,7 +26,7 @@ from medqa_scale.chat import IGNORE_INDEX
 from medqa_scale.cli import run
 from medqa_scale.device import device, reset_peak_memory, resolve_precision
 from medqa_scale.durable import atomic_path, read_json, read_jsonl, remove_stale, write_json
-from medqa_scale.modeling import add_trainable_adapter, load_base_model
+from medqa_scale.modeling import add_trainable_adapter, load_base_model, save_adapter
 from medqa_scale.params import load_params, parse_run
 from medqa_scale.runinfo import environment, revisions
 from medqa_scale.training import dvclive_callback, encode_records, train_metrics, training_arguments
@@ -65,7 +65,7 @@ def main() -> None:
     reset_peak_memory()
     result = trainer.train()
     with atomic_path(adapter, directory=True) as tmp:
-        trainer.model.save_pretrained(tmp)  # after load_best_model_at_end: the best checkpoint's adapter
+        save_adapter(trainer.model, tmp)  # after load_best_model_at_end: the best checkpoint's adapter
     metrics = train_metrics(trainer, result, model, len(train_set))
     write_json(metrics_file, metrics)
     write_json(runinfo_file, {"environment": environment(), "precision": precision, "device": device(),

@@ -6,10 +6,17 @@ Run: python -m pytest tests/test_modeling.py -q
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
-from medqa_scale.modeling import add_saved_adapter, add_trainable_adapter, load_base_model, quantization_config
+from medqa_scale.modeling import (add_saved_adapter, add_trainable_adapter, load_base_model, quantization_config,
+                                  save_adapter)
 
 QUANTIZATION = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
                 "bnb_4bit_compute_dtype": "auto"}
@@ -93,3 +100,23 @@ def test_only_the_adapter_is_trainable(tiny_base, quantized):
     # r * (in + out) per adapted matrix: q_proj 64->64, v_proj 64->32 (one KV head of 32)
     assert trainable == 4 * (64 + 64) + 4 * (64 + 32)
     assert 0 < trainable < total
+
+
+def test_a_saved_adapter_is_the_same_bytes_whatever_the_string_hash_seed(tiny_base, tmp_path):
+    # peft keeps target_modules as a set; its order follows PYTHONHASHSEED unless save_adapter sorts it.
+    code = ("import sys, torch\n"
+            "from pathlib import Path\n"
+            "from medqa_scale.modeling import add_trainable_adapter, load_base_model, save_adapter\n"
+            "torch.manual_seed(0)\n"
+            "m = load_base_model(Path(sys.argv[1]), quantization=None, precision='fp32', trust_remote_code=False)\n"
+            "lora = dict(r=4, lora_alpha=8, target_modules=['q_proj', 'k_proj', 'v_proj', 'o_proj'], task_type='CAUSAL_LM')\n"
+            "save_adapter(add_trainable_adapter(m, lora, quantized=False, gradient_checkpointing=False), Path(sys.argv[2]))\n")
+    root = Path(__file__).resolve().parents[1]
+    for seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(root)}
+        subprocess.run([sys.executable, "-c", code, str(tiny_base), str(tmp_path / seed)], env=env, check=True,
+                       capture_output=True)
+    files = {seed: {f.name: f.read_bytes() for f in (tmp_path / seed).iterdir()} for seed in ("1", "2", "3")}
+    assert files["1"] == files["2"] == files["3"]
+    config = json.loads(files["1"]["adapter_config.json"])
+    assert config["target_modules"] == ["k_proj", "o_proj", "q_proj", "v_proj"]
