@@ -7,6 +7,7 @@ stages/. Modules, one concern each:
   params         reading params.yaml, scale labels and run names
   validation     checking every param at once (pydantic), used by the check_params stage
   durable        writes that leave the old or the new output, never half of one
+  formats        question-answer files of every common container, encoding and record shape
   readers        raw question-answer records from files
   preprocessing  records -> chats with token counts, length filter, de-duplication
   splitting      test/dev sets and nested train subsets
