@@ -9,6 +9,8 @@ stages/. Modules, one concern each:
   durable        writes that leave the old or the new output, never half of one
   formats        question-answer files of every common container, encoding and record shape
   readers        raw question-answer records from files
+  cleaning       whitespace, safe NFKC, HTML remnants, personal data, length limits
+  dedup          exact and near duplicates (MinHash), leaks of held-out items
   preprocessing  records -> chats with token counts, length filter, de-duplication
   splitting      test/dev sets and nested train subsets
   chat           the chat format and the answer-only loss mask

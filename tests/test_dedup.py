@@ -1,0 +1,46 @@
+"""medqa_scale.dedup: exact and near duplicates, and leaks of held-out items into training data.
+
+Run: python -m pytest tests/test_dedup.py -q
+"""
+
+from __future__ import annotations
+
+from medqa_scale.dedup import deduplicate, fingerprint, leaks, shingles
+
+BASE_ANSWER = "高血压患者应当低盐饮食，控制体重，规律测量血压，按时服用降压药物，不能自行停药，定期复查。"
+
+
+def rec(q: str, a: str) -> dict:
+    return {"question": q, "answer": a}
+
+
+def test_fingerprint_ignores_case_width_whitespace_and_punctuation():
+    assert fingerprint("ＣＴ 检查， 怎么做？") == fingerprint("ct检查怎么做") == "ct检查怎么做"
+    assert fingerprint("头痛") != fingerprint("头疼")
+
+
+def test_shingles_are_character_3grams_of_the_fingerprint():
+    assert shingles("头痛 怎么办") == {s.encode() for s in ("头痛怎", "痛怎么", "怎么办")}
+    assert shingles("头痛") == {"头痛".encode()}
+
+
+def test_deduplicate_counts_exact_and_near_duplicates_and_keeps_the_first():
+    records = [rec("高血压要注意什么？", BASE_ANSWER),
+               rec("高血压要注意什么", BASE_ANSWER + " "),                       # exact after normalising
+               rec("高血压要注意什么？", BASE_ANSWER.replace("定期复查", "定期去复查")),  # near
+               rec("感冒了怎么办？", "多休息，多喝温水，注意保暖，症状加重请及时就医。")]
+    kept, counts = deduplicate(records, lambda r: r["question"] + "\n" + r["answer"], threshold=0.8, num_perm=128, seed=1)
+    assert kept == [records[0], records[3]]
+    assert counts == {"exact_duplicate": 1, "near_duplicate": 1}
+
+
+def test_leaks_compare_questions_and_answers_with_the_held_out_items():
+    held_out = [rec("高血压要注意什么？", BASE_ANSWER), rec("孩子发烧39度怎么办？", "物理降温，多喝水，及时就医。")]
+    candidates = [
+        rec("高血压要注意什么", "另一个完全不同的回答，讲的是别的事情，和原来的没有关系。"),  # question repeats
+        rec("血压高怎么调理？", BASE_ANSWER),                                             # answer repeats
+        rec("血压高怎么办？", BASE_ANSWER.replace("定期复查", "定期去医院复查")),              # answer nearly repeats
+        rec("胃痛怎么办？", "规律饮食，少吃辛辣，必要时做胃镜检查。"),                            # clean
+    ]
+    assert leaks(candidates, held_out, threshold=0.8, num_perm=128, seed=1) == [
+        "question_repeats_held_out", "answer_repeats_held_out", "answer_near_held_out", None]
