@@ -23,5 +23,7 @@ stages/. Modules, one concern each:
   runinfo        library versions, hardware and resolved revisions for every run
   summary        the results table and the study's summary
   plots          the summary figures
+  datacard       the data card: lengths per source
+  sources        data sources: fetch, read, trace every record, report what is left out
   builtin/       the embedded default (tiny model, synthetic corpus), apart from the real path
 """

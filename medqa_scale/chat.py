@@ -7,22 +7,28 @@ from __future__ import annotations
 IGNORE_INDEX = -100  # label value the loss skips
 
 
-def to_messages(question: str, answer: str | None, system_prompt: str) -> list[dict]:
-    """The chat for one record; without `answer`, the prompt that generation continues."""
-    messages = [{"role": "system", "content": system_prompt}, {"role": "user", "content": question}]
+def to_messages(question: str, answer: str | None, system_prompt: str, history=()) -> list[dict]:
+    """The chat for one record: the system prompt, the earlier (question, answer) turns of
+    `history`, then the question; without `answer`, the prompt that generation continues."""
+    messages = [{"role": "system", "content": system_prompt}]
+    for q, a in history:
+        messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+    messages.append({"role": "user", "content": question})
     if answer is not None:
         messages.append({"role": "assistant", "content": answer})
     return messages
 
 
 def prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
-    """Token ids of everything before the assistant's answer, ending in the assistant header."""
-    prompt = [m for m in messages if m["role"] != "assistant"]
+    """Token ids of everything before the final answer (history included), ending in the
+    assistant header."""
+    prompt = messages[:-1] if messages[-1]["role"] == "assistant" else messages
     return list(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=False))
 
 
 def encode_example(tokenizer, messages: list[dict]) -> dict:
-    """input_ids for the whole chat, with labels masked on the prompt so loss is on the answer only.
+    """input_ids for the whole chat, with labels masked on the prompt so loss is on the final
+    answer only (the history's answers are context, not targets).
 
     Raises ValueError when the template does not render the prompt as a prefix of the whole chat
     (then masking by length would be wrong).

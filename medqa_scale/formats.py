@@ -80,15 +80,19 @@ def decode(data: bytes, path: Path | str = "<bytes>") -> tuple[str, str]:
     raise PipelineError(f"{path} is neither UTF-8 nor GBK/GB18030; re-encode it to UTF-8, e.g. iconv -f <encoding> -t UTF-8")
 
 
-def read_file(path: Path, fields: dict | None = None) -> FileRead:
-    """Every item of `path` as a conversation, or as a problem with its reason and location."""
+CONTAINERS = ("json", "jsonl", "csv", "tsv", "parquet", "markdown")
+
+
+def read_file(path: Path, fields: dict | None = None, container: str = "auto") -> FileRead:
+    """Every item of `path` as a conversation, or as a problem with its reason and location.
+    `container` other than auto skips the detection."""
     data = Path(path).read_bytes()
-    if data.startswith(b"PAR1"):
+    if container == "parquet" or (container == "auto" and data.startswith(b"PAR1")):
         result = FileRead(Path(path), "binary", "parquet")
         items = _parquet_items(path)
     else:
         text, encoding = decode(data, path)
-        container, items, problems = _text_items(text)
+        container, items, problems = _text_items(text, container)
         result = FileRead(Path(path), encoding, container, problems=problems)
     for location, obj in items:
         try:
@@ -101,10 +105,16 @@ def read_file(path: Path, fields: dict | None = None) -> FileRead:
 # --- containers ---------------------------------------------------------------------------------
 
 
-def _text_items(text: str) -> tuple[str, list[tuple[str, object]], list[Problem]]:
+def _text_items(text: str, container: str = "auto") -> tuple[str, list[tuple[str, object]], list[Problem]]:
     """(container, [(location, object)], problems of the container itself, such as bad JSON lines)."""
     body = text.lstrip("\ufeff \t\r\n")
-    if body.startswith(("[", "{")):
+    if container == "jsonl":
+        return ("jsonl", *_json_lines(text))
+    if container == "markdown":
+        return "markdown", _markdown_items(text), []
+    if container in ("csv", "tsv"):
+        return container, _csv_items(text, "\t" if container == "tsv" else ","), []
+    if container == "json" or body.startswith(("[", "{")):
         try:
             whole = json.loads(body)
         except json.JSONDecodeError:

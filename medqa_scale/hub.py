@@ -1,5 +1,6 @@
-"""Fetching a base model in Hugging Face layout: from the Hugging Face hub, ModelScope or a local
-directory. Only what a model needs to load is fetched; pickled weights (*.bin, *.pt) never are.
+"""The source layer: fetching files from the Hugging Face hub (models and datasets), ModelScope,
+an http(s) URL or a local directory, each pinned and recorded. For a model only what it needs to
+load is fetched; pickled weights (*.bin, *.pt) never are.
 
 The output holds nothing that changes between identical downloads (no timestamps, no hub cache
 metadata), so the stages after it do not rerun for nothing.
@@ -7,9 +8,11 @@ metadata), so the stages after it do not rerun for nothing.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from medqa_scale.cli import PipelineError
 
@@ -25,32 +28,77 @@ def copy_local(src: Path, out: Path) -> dict:
     return {"source": "local", "path": str(src.resolve())}
 
 
-def download_hf(repo_id: str, revision: str, out: Path) -> dict:
-    """The files of `repo_id` at the commit `revision` resolves to; HF_ENDPOINT selects a mirror."""
+def download_hf(repo_id: str, revision: str, out: Path, *, repo_type: str = "model",
+                patterns: list[str] | None = None) -> dict:
+    """The files of `repo_id` at the commit `revision` resolves to; HF_ENDPOINT selects a mirror.
+
+    A model gets its top-level MODEL_FILES; a dataset the files matching `patterns` (default all),
+    as raw files: many datasets ship loading scripts that `datasets` no longer runs.
+    """
     from huggingface_hub import HfApi, constants, snapshot_download
 
+    api = HfApi()
     # Resolve a branch or tag to its commit first, and download exactly that commit.
-    commit = HfApi().model_info(repo_id, revision=revision).sha
-    log.info("downloading %s@%s (commit %s) from %s", repo_id, revision, commit, constants.ENDPOINT)
-    # Top-level files only: some repos keep extra weight copies in subfolders (original/, onnx/).
-    snapshot_download(repo_id, revision=commit, local_dir=out, allow_patterns=MODEL_FILES, ignore_patterns=["*/*"])
+    info = api.model_info if repo_type == "model" else api.dataset_info
+    commit = info(repo_id, revision=revision).sha
+    log.info("downloading %s %s@%s (commit %s) from %s", repo_type, repo_id, revision, commit, constants.ENDPOINT)
+    if repo_type == "model":
+        # Top-level files only: some repos keep extra weight copies in subfolders (original/, onnx/).
+        snapshot_download(repo_id, revision=commit, local_dir=out, allow_patterns=MODEL_FILES, ignore_patterns=["*/*"])
+    else:
+        snapshot_download(repo_id, repo_type=repo_type, revision=commit, local_dir=out, allow_patterns=patterns)
     shutil.rmtree(out / ".cache", ignore_errors=True)  # hub bookkeeping with timestamps
-    return {"source": "hf", "repo_id": repo_id, "revision": revision, "resolved_commit": commit}
+    provenance = {"source": "hf", "repo_id": repo_id, "revision": revision, "resolved_commit": commit}
+    return provenance if repo_type == "model" else {**provenance, "repo_type": repo_type, "files": _files(out)}
 
 
-def download_modelscope(repo_id: str, revision: str, out: Path) -> dict:
+def download_url(url: str, out: Path, sha256: str | None = None) -> dict:
+    """The file at an http(s) URL, checked against `sha256` when one is given."""
+    import urllib.error
+    import urllib.request
+
+    from tqdm.auto import tqdm
+
+    target = Path(out) / (Path(urlsplit(url).path).name or "download")
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(target, "wb") as f:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {target.name}") as bar:
+                while chunk := response.read(1 << 20):
+                    f.write(chunk)
+                    digest.update(chunk)
+                    bar.update(len(chunk))
+    except (urllib.error.URLError, OSError) as e:
+        raise PipelineError(f"could not download {url}: {getattr(e, 'reason', e)}; check the URL and the network "
+                            "(or download it by hand into data/external/ and use a path source)") from e
+    got = digest.hexdigest()
+    if sha256 and got != sha256.lower():
+        raise PipelineError(f"{url} has sha256 {got}, not the {sha256} the params expect; check the URL, "
+                            "or update sha256 if the file was meant to change")
+    return {"source": "url", "url": url, "sha256": got, "bytes": target.stat().st_size}
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def download_modelscope(repo_id: str, revision: str, out: Path, *, repo_type: str = "model",
+                        patterns: list[str] | None = None) -> dict:
     try:
         from modelscope import snapshot_download
     except ImportError as e:
-        raise PipelineError("model.source is modelscope but the modelscope package is missing: pip install modelscope==1.40.2") from e
-    snapshot_download(repo_id, revision=revision, local_dir=str(out), allow_patterns=MODEL_FILES)
+        raise PipelineError("a modelscope source needs the modelscope package: pip install modelscope==1.40.2") from e
+    snapshot_download(repo_id, repo_type=repo_type, revision=revision, local_dir=str(out),
+                      allow_patterns=MODEL_FILES if repo_type == "model" else patterns)
     for meta in (".msc", ".mv", "._____temp", ".cache"):
         target = out / meta
         if target.is_dir():
             shutil.rmtree(target)
         elif target.exists():
             target.unlink()
-    return {"source": "modelscope", "repo_id": repo_id, "revision": revision}
+    provenance = {"source": "modelscope", "repo_id": repo_id, "revision": revision}
+    return provenance if repo_type == "model" else {**provenance, "repo_type": repo_type, "files": _files(out)}
 
 
 def check_layout(path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Reading params.yaml, and the names derived from it: scale labels and run names.
+"""Reading params.yaml, and the names derived from it: scale labels, run names, source names.
 
 Reading is all this module does. Checking the params is the check_params stage's job
 (medqa_scale/validation.py), which runs before every other stage, so that a change to a
@@ -16,6 +16,7 @@ from medqa_scale.cli import PipelineError
 
 PARAMS_FILE = Path("params.yaml")
 METHODS = ("lora", "qlora")
+SOURCE_KINDS = ("builtin", "path", "url", "hf", "modelscope")
 BASE_RUN = "base"  # the run name of the base model evaluated without an adapter
 SCALE_LABEL = re.compile(r"^([1-9][0-9]*)(k?)$")
 
@@ -56,3 +57,20 @@ def parse_run(run: str) -> tuple[str, str]:
     """`lora-2k` -> (`lora`, `2k`); `base` -> (`base`, ``)."""
     method, _, scale = run.partition("-")
     return method, scale
+
+
+def source_kind(source: dict) -> str:
+    """Which of SOURCE_KINDS a data source is (the validator has checked it is exactly one)."""
+    return next(k for k in SOURCE_KINDS if source.get(k) is not None)
+
+
+def source_name(source: dict) -> str:
+    """A data source's name: its `name`, else `builtin`, the file's stem (path, url) or the repo id."""
+    kind = source_kind(source)
+    if source.get("name"):
+        return str(source["name"])
+    if kind == "builtin":
+        return "builtin"
+    if kind in ("path", "url"):
+        return Path(str(source[kind]).rstrip("/")).stem
+    return str(source[kind])

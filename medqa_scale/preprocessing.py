@@ -1,7 +1,9 @@
-"""Records -> chats with token counts, filtered by token length and de-duplicated.
+"""Raw records -> cleaned chats with token counts: text cleaned, lengths checked in characters
+and in tokens, exact and near duplicates removed across sources. Every record left out is
+counted by reason.
 
-Lengths are counted with the model's own tokenizer and chat template, so the limits mean what
-training will see.
+Lengths in tokens are counted with the model's own tokenizer and chat template, so the limits
+mean what training will see.
 """
 
 from __future__ import annotations
@@ -11,22 +13,40 @@ from collections import Counter
 from tqdm.auto import tqdm
 
 from medqa_scale.chat import IGNORE_INDEX, encode_example, to_messages
+from medqa_scale.cleaning import clean_text, length_problem, mask_pii
+from medqa_scale.dedup import deduplicate
 
 
-def preprocess_records(records: list[dict], tokenizer, system_prompt: str, max_source_len: int,
-                       max_target_len: int) -> tuple[list[dict], Counter]:
-    """Kept records with their chats and token counts, and a count of skipped ones by reason."""
-    kept, skipped, seen = [], Counter(), set()
-    for r in tqdm(records, desc="tokenizing", unit="rec", mininterval=5):
-        question, answer = " ".join(r["question"].split()), " ".join(r["answer"].split())
+def clean_records(records: list[dict], p: dict) -> tuple[list[dict], Counter, Counter]:
+    """Records with cleaned text (and history, or none when p["history"] is drop), the reasons
+    others were left out, and how many personal data items were masked."""
+    kept, skipped, masked = [], Counter(), Counter()
+    for r in records:
+        history = [] if p["history"] == "drop" else [[clean_text(q), clean_text(a)] for q, a in r.get("history", [])]
+        question, answer = clean_text(r["question"]), clean_text(r["answer"])
+        if p["mask_pii"]:
+            (question, n1), (answer, n2) = mask_pii(question), mask_pii(answer)
+            masked.update(n1)
+            masked.update(n2)
         if not question or not answer:
             skipped["empty"] += 1
             continue
-        if (question, answer) in seen:
-            skipped["duplicate"] += 1
+        if reason := length_problem(question, answer, p):
+            skipped[reason] += 1
             continue
-        seen.add((question, answer))
-        messages = to_messages(question, answer, system_prompt)
+        kept.append({**r, "question": question, "answer": answer, "history": history})
+    return kept, skipped, masked
+
+
+def preprocess_records(records: list[dict], tokenizer, p: dict, seed: int) -> tuple[list[dict], Counter, Counter]:
+    """Kept records with their chats and token counts, the reasons others were left out, and the
+    personal data masked. `p` is params `preprocess`."""
+    cleaned, skipped, masked = clean_records(records, p)
+    unique, counts = deduplicate(cleaned, _dedup_text, p["near_duplicate_threshold"], p["minhash_perm"], seed)
+    skipped.update({k: v for k, v in counts.items() if v})
+    kept = []
+    for r in tqdm(unique, desc="tokenizing", unit="rec", mininterval=5):
+        messages = to_messages(r["question"], r["answer"], p["system_prompt"], history=r["history"])
         try:
             example = encode_example(tokenizer, messages)
         except ValueError:
@@ -34,11 +54,16 @@ def preprocess_records(records: list[dict], tokenizer, system_prompt: str, max_s
             continue
         n_answer = sum(1 for label in example["labels"] if label != IGNORE_INDEX)
         n_prompt = len(example["input_ids"]) - n_answer
-        if n_prompt > max_source_len:
+        if n_prompt > p["max_source_len"]:
             skipped["source_too_long"] += 1
-        elif n_answer > max_target_len:
+        elif n_answer > p["max_target_len"]:
             skipped["target_too_long"] += 1
         else:
-            kept.append({"id": r["id"], "question": question, "answer": answer, "messages": messages,
-                         "n_prompt_tokens": n_prompt, "n_answer_tokens": n_answer})
-    return kept, skipped
+            kept.append({"id": r["id"], "source": r.get("source"), "question": r["question"], "answer": r["answer"],
+                         "messages": messages, "n_prompt_tokens": n_prompt, "n_answer_tokens": n_answer,
+                         **({"group": r["group"]} if "group" in r else {})})
+    return kept, skipped, masked
+
+
+def _dedup_text(r: dict) -> str:
+    return r["question"] + "\n" + r["answer"]

@@ -19,7 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from medqa_scale.cli import PipelineError
-from medqa_scale.params import METHODS, PARAMS_FILE, read_yaml, scale_size
+from medqa_scale.params import METHODS, PARAMS_FILE, SOURCE_KINDS, read_yaml, scale_size, source_name
 
 # TrainingArguments fields the pipeline sets itself, from the params named here.
 RESERVED_TRAINING_ARGS = {
@@ -85,27 +85,57 @@ class Model(Section):
     source: Literal["builtin", "local", "hf", "modelscope"]
     repo_id: str | None = None
     revision: str | None = None
+    modelscope_revision: str | None = None
     local_path: str | None = None
     trust_remote_code: bool
     builtin: BuiltinModel | None = None
 
 
+EXTERNAL_DIR = "data/external"
+
+
+class Source(Section):
+    """One data source: exactly one of the SOURCE_KINDS keys, plus optional settings."""
+
+    builtin: int | None = Field(default=None, gt=0)  # records the synthetic generator makes
+    path: str | None = None  # a file or directory under data/external/
+    url: str | None = Field(default=None, pattern=r"^https?://")
+    hf: str | None = None  # a Hugging Face dataset repo id
+    modelscope: str | None = None  # a ModelScope dataset id
+    revision: str | None = None  # hf / modelscope: a branch, tag or commit (resolved and recorded)
+    files: list[str] | None = None  # hf / modelscope: file patterns to fetch, e.g. ["*.jsonl"]
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")  # url: the file's expected hash
+    name: str | None = None  # default: the file's stem or the repo id
+    format: Literal["auto", "json", "jsonl", "csv", "tsv", "parquet", "markdown"] = "auto"
+    fields: dict[str, str] | None = None  # {question: ..., answer: ..., history: ...} key names
+    limit: int | None = Field(default=None, gt=0)  # at most this many records from the source
+
+
 class Data(Section):
-    source: Literal["builtin", "local"]
-    local_path: str | None = None
-    builtin_records: int | None = Field(default=None, gt=0)
+    sources: list[Source] = Field(min_length=1)
+    max_bad_fraction: float = Field(ge=0, le=1)
 
 
 class Preprocess(Section):
     system_prompt: str = Field(min_length=1)
     max_source_len: int = PositiveInt
     max_target_len: int = PositiveInt
+    min_question_chars: int = Field(ge=1)
+    max_question_chars: int = PositiveInt
+    min_answer_chars: int = Field(ge=1)
+    max_answer_chars: int = PositiveInt
+    history: Literal["keep", "drop"]
+    mask_pii: bool
+    near_duplicate_threshold: float = Field(gt=0, le=1)
+    minhash_perm: int = Field(ge=16, le=1024)
 
 
 class Split(Section):
     dev_size: int = PositiveInt
     test_size: int = PositiveInt
     scales: list[str | int] = Field(min_length=1)
+    leak_threshold: float = Field(gt=0, le=1)
+    minhash_perm: int = Field(ge=16, le=1024)
 
 
 class Lora(LibrarySection):  # peft.LoraConfig fields
@@ -220,19 +250,11 @@ def project_problems(p: dict) -> list[str]:
         if not (isinstance(path, str) and Path(path).is_dir()):
             bad("model.local_path", f"{path!r} is not a directory; point it at a saved Hugging Face model")
     elif source in ("hf", "modelscope"):
-        for key in ("repo_id", "revision"):
+        for key in ("repo_id", "revision" if source == "hf" else "modelscope_revision"):
             if not (isinstance(model.get(key), str) and model[key]):
                 bad(f"model.{key}", "must be a non-empty string (pin revision to a commit for reproducibility)")
 
-    data_size = None
-    if data.get("source") == "builtin":
-        data_size = data.get("builtin_records")
-        if data_size is None:
-            bad("data.builtin_records", "data.source is builtin: give the number of records to generate")
-    elif data.get("source") == "local":
-        path = data.get("local_path")
-        if not (isinstance(path, str) and Path(path).is_file()):
-            bad("data.local_path", f"{path!r} is not a file; point it at a JSONL file of question/answer records")
+    data_size = _check_sources(data.get("sources"), bad)
 
     sizes = []
     scales = split.get("scales")
@@ -246,8 +268,8 @@ def project_problems(p: dict) -> list[str]:
     dev, test = split.get("dev_size"), split.get("test_size")
     if sizes and _positive_int(data_size) and _positive_int(dev) and _positive_int(test) and max(sizes) + dev + test > data_size:
         bad("split.scales", f"the largest scale ({max(sizes)}) plus dev ({dev}) and test ({test}) needs "
-            f"{max(sizes) + dev + test} records but data.builtin_records is {data_size}; "
-            "lower the scale or raise data.builtin_records")
+            f"{max(sizes) + dev + test} records but the builtin source makes {data_size}; "
+            "lower the scale or raise the builtin record count")
 
     methods = p.get("methods")
     if isinstance(methods, list):
@@ -260,6 +282,44 @@ def project_problems(p: dict) -> list[str]:
 
     problems += _library_field_problems(p)
     return problems
+
+
+def _check_sources(sources, bad) -> int | None:
+    """Each source names exactly one kind, and a path sits under data/external/ (a DVC dep of
+    download_data, so a changed file reruns it). Returns the record count when every source is
+    builtin, the only case where it is known before reading."""
+    if not isinstance(sources, list):
+        return None
+    names, builtin_total, all_builtin = [], 0, True
+    for i, source in enumerate(sources):
+        key = f"data.sources.{i}"
+        if not isinstance(source, dict):
+            continue
+        kinds = [k for k in SOURCE_KINDS if source.get(k) is not None]
+        if len(kinds) != 1:
+            bad(key, f"give exactly one of {', '.join(SOURCE_KINDS)}, got {kinds or 'none'}")
+            continue
+        kind = kinds[0]
+        all_builtin &= kind == "builtin"
+        if kind == "builtin" and isinstance(source["builtin"], int):
+            builtin_total += source["builtin"]
+        if kind == "path":
+            path = Path(str(source["path"]))
+            if path.is_absolute() or ".." in path.parts or not path.as_posix().startswith(EXTERNAL_DIR + "/"):
+                bad(f"{key}.path", f"{source['path']!r} is outside {EXTERNAL_DIR}/: put the file there (that folder is a "
+                    "DVC dependency of download_data, so a changed file reruns it) and give its path from the repo root")
+            elif not path.exists():
+                bad(f"{key}.path", f"{source['path']!r} does not exist; copy your data to it")
+        if kind in ("hf", "modelscope") and not source.get("revision"):
+            bad(f"{key}.revision", f"a {kind} source needs a revision: pin a commit for reproducibility")
+        extra = [k for k in ("revision", "files") if source.get(k) is not None and kind not in ("hf", "modelscope")]
+        extra += ["sha256"] if source.get("sha256") is not None and kind != "url" else []
+        for k in extra:
+            bad(f"{key}.{k}", f"applies to other source kinds, not to {kind}")
+        names.append(source_name(source))
+    if len(set(map(str, names))) != len(names):
+        bad("data.sources", f"source names repeat: {names}; give each a distinct name")
+    return builtin_total if all_builtin and builtin_total else None
 
 
 def _library_field_problems(p: dict) -> list[str]:

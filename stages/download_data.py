@@ -1,56 +1,60 @@
-"""Stage download_data: put the raw question-answer records in data/raw/qa.jsonl.
+"""Stage download_data: gather the raw question-answer records of every data source.
 
 Run:    dvc repro download_data     (or: python -m stages.download_data)
-Reads:  params seed, data (source, local_path, builtin_records)
-Writes: data/raw/qa.jsonl, one {"id", "question", "answer"} record per line
-        metrics/download_data.json (source, revision, counts of records read and skipped)
+Reads:  params seed, data (sources, max_bad_fraction); data/external/ (path sources live there)
+Writes: data/raw/qa.jsonl, one {"id", "source", "origin", "question", "answer", "history"} per line
+        data/raw/report.json, every item left out: source, file, line or row, reason, excerpt
+        metrics/download_data.json (per source: provenance, files, records, counts left out by reason)
 
-`data.source` picks the source:
-  builtin  the built-in synthetic generator (medqa_scale/builtin/corpus.py), data.builtin_records pairs
-  local    a UTF-8 JSONL file of {"question": ..., "answer": ...} records (data.local_path)
+Each source in data.sources is one of builtin, path, url, hf or modelscope (README, "Data
+sources"); its files are read whatever their container, encoding and record shape
+(medqa_scale/formats.py). A source that yields nothing, or whose share of unreadable items passes
+data.max_bad_fraction, stops the stage with a message naming it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from collections import Counter
+import tempfile
 from pathlib import Path
 
 from medqa_scale.cli import PipelineError, run
 from medqa_scale.durable import remove_stale, write_json, write_jsonl
 from medqa_scale.params import load_params
-from medqa_scale.readers import parse_jsonl
+from medqa_scale.sources import read_source
 
 log = logging.getLogger(__name__)
 
-OUT = Path("data/raw/qa.jsonl")
-REPORT = Path("metrics/download_data.json")
+OUT, REPORT, SUMMARY = Path("data/raw/qa.jsonl"), Path("data/raw/report.json"), Path("metrics/download_data.json")
 
 
 def main() -> None:
-    remove_stale(OUT, REPORT)
+    remove_stale(OUT, REPORT, SUMMARY)
     p = load_params()
-    d = p["data"]
-    if d["source"] == "builtin":
-        from medqa_scale.builtin.corpus import generate_pairs
+    reads = []
+    for source in p["data"]["sources"]:
+        with tempfile.TemporaryDirectory(prefix="download_data.") as scratch:
+            reads.append(read_source(source, Path(scratch), p["seed"]))
+    check(reads, p["data"]["max_bad_fraction"])
+    write_jsonl(OUT, [r for read in reads for r in read.records])
+    write_json(REPORT, {read.name: read.problems for read in reads})
+    write_json(SUMMARY, {"sources": {read.name: read.summary() for read in reads},
+                         "records": sum(len(read.records) for read in reads),
+                         "skipped_total": sum(len(read.problems) for read in reads)})
+    for read in reads:
+        log.info("%s: %d records, %d left out (see %s)", read.name, len(read.records), len(read.problems), REPORT)
 
-        try:
-            records = generate_pairs(d["builtin_records"], seed=p["seed"])
-        except ValueError as e:
-            raise PipelineError(f"data.builtin_records: {e}; lower it") from e
-        skipped: Counter = Counter()
-        revision = {"generator": "medqa_scale/builtin/corpus.py", "seed": p["seed"]}
-    else:
-        path = Path(d["local_path"])
-        records, skipped = parse_jsonl(path)
-        revision = {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
-    if not records:
-        raise PipelineError(f"data.source {d['source']!r} gave no usable records (skipped: {dict(skipped)})")
-    write_jsonl(OUT, records)
-    write_json(REPORT, {"source": d["source"], "revision": revision, "records": len(records),
-                        "skipped": dict(sorted(skipped.items())), "skipped_total": sum(skipped.values())})
-    log.info("wrote %d records to %s; skipped %s", len(records), OUT, dict(skipped) or "none")
+
+def check(reads, max_bad_fraction: float) -> None:
+    for read in reads:
+        if not read.records:
+            raise PipelineError(f"data source {read.name!r} gave no usable records ({len(read.problems)} left out; "
+                                f"first: {read.problems[:1]}); check its files and its fields mapping")
+        if read.bad_fraction > max_bad_fraction:
+            raise PipelineError(f"data source {read.name!r}: {len(read.problems)} of {read.items} items "
+                                f"({read.bad_fraction:.1%}) could not be read, more than data.max_bad_fraction "
+                                f"({max_bad_fraction:.0%}); first: {read.problems[:3]}. Fix the file, map its keys "
+                                "with `fields`, or raise the threshold")
 
 
 if __name__ == "__main__":

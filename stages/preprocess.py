@@ -1,13 +1,15 @@
 """Stage preprocess: records -> chats, filtered by token length and de-duplicated.
 
 Run:    dvc repro preprocess        (or: python -m stages.preprocess)
-Reads:  data/raw/qa.jsonl, the tokenizer in models/base, params preprocess
-Writes: data/processed/qa.jsonl, one {"id", "question", "answer", "messages", "n_prompt_tokens",
-        "n_answer_tokens"} record per line
-        metrics/preprocess.json (records in, kept, and skipped by reason)
+Reads:  data/raw/qa.jsonl, the tokenizer in models/base, params seed, preprocess
+Writes: data/processed/qa.jsonl, one {"id", "source", "question", "answer", "messages",
+        "n_prompt_tokens", "n_answer_tokens"} record per line
+        metrics/preprocess.json (records in, kept, skipped by reason, personal data masked)
 
-Lengths are counted with the model's own tokenizer and chat template, so the limits
-preprocess.max_source_len and max_target_len mean what training will see.
+Text is cleaned (whitespace, safe NFKC, HTML remnants; personal data masked if
+preprocess.mask_pii), pairs outside the character limits are left out, exact and near
+duplicates across sources removed, and token lengths counted with the model's own tokenizer
+and chat template, so preprocess.max_source_len and max_target_len mean what training will see.
 """
 
 from __future__ import annotations
@@ -30,15 +32,15 @@ REPORT = Path("metrics/preprocess.json")
 
 def main() -> None:
     remove_stale(OUT, REPORT)
-    p = load_params()["preprocess"]
+    params = load_params()
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(BASE)
     records = read_jsonl(RAW)
-    kept, skipped = preprocess_records(records, tokenizer, p["system_prompt"], p["max_source_len"], p["max_target_len"])
+    kept, skipped, masked = preprocess_records(records, tokenizer, params["preprocess"], params["seed"])
     write_jsonl(OUT, kept)
     write_json(REPORT, {"records_in": len(records), "kept": len(kept), "skipped": dict(sorted(skipped.items())),
-                        "skipped_total": sum(skipped.values())})
+                        "skipped_total": sum(skipped.values()), "pii_masked": dict(sorted(masked.items()))})
     log.info("kept %d of %d records; skipped %s", len(kept), len(records), dict(skipped) or "none")
 
 

@@ -3,10 +3,12 @@
 Run:    dvc repro split             (or: python -m stages.split)
 Reads:  data/processed/qa.jsonl, params seed, split
 Writes: data/split/test.jsonl, data/split/dev.jsonl, data/split/train-<scale>.jsonl per scale
-        metrics/split.json (set sizes, and how many train candidates were dropped for leaking)
+        metrics/split.json (set sizes; train candidates dropped as leaks, by reason; and the
+        check that no train subset repeats a test or dev question or answer word for word)
 
 Each train subset is a prefix of one shuffled pool, so 1k is inside 2k and 2k inside 5k; no
-train record repeats a dev or test question (medqa_scale/splitting.py).
+train record repeats or nearly repeats (split.leak_threshold) a dev or test question or answer
+(medqa_scale/splitting.py).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 from medqa_scale.cli import PipelineError, run
 from medqa_scale.durable import atomic_path, read_jsonl, remove_stale, write_json, write_jsonl
 from medqa_scale.params import load_params, scale_size
-from medqa_scale.splitting import nested_subsets, split_records
+from medqa_scale.splitting import nested_subsets, split_records, verbatim_overlap
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +37,22 @@ def main() -> None:
         raise PipelineError(f"split: {len(records)} records cannot fill test ({s['test_size']}) and dev ({s['dev_size']}) "
                             "and leave any to train; lower split.test_size / split.dev_size or supply more data")
     sizes = {str(label): scale_size(label) for label in s["scales"]}
-    test, dev, pool, leaked = split_records(records, s["test_size"], s["dev_size"], p["seed"])
+    test, dev, pool, dropped = split_records(records, s["test_size"], s["dev_size"], p["seed"], s["leak_threshold"],
+                                             s["minhash_perm"])
     if max(sizes.values()) > len(pool):
         raise PipelineError(f"split.scales: the largest scale needs {max(sizes.values())} train records but only "
                             f"{len(pool)} remain after test, dev and leak removal; lower split.scales or supply more data")
+    subsets = nested_subsets(pool, sizes)
     with atomic_path(OUT, directory=True) as tmp:
         write_jsonl(tmp / "test.jsonl", test)
         write_jsonl(tmp / "dev.jsonl", dev)
-        for label, subset in nested_subsets(pool, sizes).items():
+        for label, subset in subsets.items():
             write_jsonl(tmp / f"train-{label}.jsonl", subset)
-    write_json(REPORT, {"test": len(test), "dev": len(dev), "train_pool": len(pool),
-                        "dropped_as_leaks": leaked, "train": sizes})
-    log.info("test %d, dev %d, train pool %d (dropped %d leaking), scales %s", len(test), len(dev), len(pool), leaked, sizes)
+    verbatim = {label: verbatim_overlap(subset, test + dev) for label, subset in subsets.items()}
+    write_json(REPORT, {"test": len(test), "dev": len(dev), "train_pool": len(pool), "train": sizes,
+                        "dropped_as_leaks": sum(dropped.values()), "dropped_by_reason": dict(sorted(dropped.items())),
+                        "verbatim_held_out_in_train": verbatim})
+    log.info("test %d, dev %d, train pool %d (dropped %s), scales %s", len(test), len(dev), len(pool), dict(dropped), sizes)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ def tiny_base(tmp_path_factory) -> Path:
     from medqa_scale.builtin.model import build_model, build_tokenizer
 
     out = tmp_path_factory.mktemp("tiny_base")
-    tokenizer = build_tokenizer(corpus.tokenizer_text(seed=0, n_pairs=300), vocab_size=500)
+    tokenizer = build_tokenizer([r["question"] + r["answer"] for r in corpus.generate_pairs(300, seed=0)], vocab_size=500)
     model = build_model(tokenizer, TINY_ARCH, seed=0)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -30,4 +30,4 @@ def tiny_base(tmp_path_factory) -> Path:
     return out
 
 
-from hub_standin import hub_env, served_repo  # noqa: E402,F401  (the local hub stand-in, for every test)
+from hub_standin import file_server, hub_env, served_repo  # noqa: E402,F401  (local stand-ins for the hub and a web server)

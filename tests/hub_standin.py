@@ -75,7 +75,7 @@ def save_tiny_model(out: Path, seed: int = 0):
     # Imported here, not at the top, so that importing the fixtures (conftest.py does) stays cheap.
     from medqa_scale.builtin import corpus, model as builtin_model
 
-    tokenizer = builtin_model.build_tokenizer(corpus.tokenizer_text(0, 200), 400)
+    tokenizer = builtin_model.build_tokenizer([r["question"] + r["answer"] for r in corpus.generate_pairs(200, seed=0)], 400)
     model = builtin_model.build_model(tokenizer, TINY_ARCH, seed=seed)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -352,3 +352,30 @@ def assert_only_hub_api(hub: FakeHub, commit: str, repo_type: str = "model") -> 
     assert pinned, "no tree listing or file download was requested"
     for p in pinned:
         assert f"/{commit}" in p and "/main" not in p, f"request not pinned to {commit}: {p}"
+
+
+# --- a plain HTTP file server, for url sources ----------------------------------------------------
+
+
+@pytest.fixture
+def file_server(tmp_path):
+    """(root, base URL): files written under root are served at base URL on 127.0.0.1."""
+    import functools
+    from http.server import SimpleHTTPRequestHandler
+
+    root = tmp_path / "served_files"
+    root.mkdir()
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

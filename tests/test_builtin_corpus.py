@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from medqa_scale.builtin import corpus
-from medqa_scale.builtin.corpus import SYNTHETIC_MARK, generate_pairs, space_size
+from medqa_scale.builtin.corpus import SYNTHETIC_MARK, generate_pairs, space_size, tokenizer_text
 
 
 def test_generate_pairs_is_deterministic_per_seed():
@@ -24,7 +24,7 @@ def test_generate_pairs_records():
     assert len({r["id"] for r in records}) == 2000
     assert len({r["question"] for r in records}) == 2000
     assert all(r["answer"].endswith(SYNTHETIC_MARK) for r in records)
-    assert all(set(r) == {"id", "question", "answer", "intent"} for r in records)
+    assert all(set(r) == {"id", "question", "answer", "intent", "group"} for r in records)
     assert {r["intent"] for r in records} == set(corpus.INTENTS)
 
 
@@ -41,3 +41,21 @@ def test_space_size_and_every_index_gives_a_distinct_question():
 def test_generate_pairs_rejects_more_than_the_space():
     with pytest.raises(ValueError, match=str(space_size())):
         generate_pairs(space_size() + 1, seed=0)
+
+
+def test_a_group_is_exactly_the_records_that_share_an_answer():
+    records = generate_pairs(20000, seed=3)
+    by_group, by_answer = {}, {}
+    for r in records:
+        by_group.setdefault(r["group"], set()).add(r["answer"])
+        by_answer.setdefault(r["answer"], set()).add(r["group"])
+    assert all(len(answers) == 1 for answers in by_group.values())
+    assert all(len(groups) == 1 for groups in by_answer.values())
+    assert len(by_group) < len(records)  # phrasings do share answers: that is why groups exist
+
+
+def test_the_tokenizer_text_holds_no_whole_question_or_answer():
+    text = "\n".join(tokenizer_text())
+    records = generate_pairs(3000, seed=42)
+    assert not any(r["question"] in text or r["answer"] in text for r in records)
+    assert "呼吸内科" in text and "（合成示例数据" in text  # the building blocks are there

@@ -17,7 +17,7 @@ def sha256_tree(root: Path) -> dict[str, str]:
 
 
 def tiny_tokenizer(seed: int = 0):
-    return builtin_model.build_tokenizer(corpus.tokenizer_text(seed, 200), 400)
+    return builtin_model.build_tokenizer([r["question"] + r["answer"] for r in corpus.generate_pairs(200, seed=seed)], 400)
 
 
 def test_build_and_save_is_byte_identical_across_runs(tmp_path):

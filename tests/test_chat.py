@@ -18,7 +18,7 @@ SYSTEM = "你是一名医学助手。"
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return build_tokenizer(corpus.tokenizer_text(seed=0, n_pairs=300), vocab_size=500)
+    return build_tokenizer([r["question"] + r["answer"] for r in corpus.generate_pairs(300, seed=0)], vocab_size=500)
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def test_encode_example_handles_text_outside_the_tokenizer_corpus(tokenizer):
 
 
 def test_encode_example_rejects_a_template_that_does_not_render_the_prompt_as_prefix(tokenizer, record):
-    bad = build_tokenizer(corpus.tokenizer_text(seed=0, n_pairs=300), vocab_size=500)
+    bad = build_tokenizer([r["question"] + r["answer"] for r in corpus.generate_pairs(300, seed=0)], vocab_size=500)
     # A marker that appears only when add_generation_prompt is set, at the very start.
     bad.chat_template = "{% if add_generation_prompt %}{{ '<|endoftext|>' }}{% endif %}" + CHAT_TEMPLATE
     messages = to_messages(record["question"], record["answer"], SYSTEM)
@@ -101,3 +101,17 @@ def test_encode_example_rejects_a_template_that_does_not_render_the_prompt_as_pr
         encode_example(bad, messages)
     # The same chat through the good template encodes fine.
     assert encode_example(tokenizer, messages)["labels"][0] == IGNORE_INDEX
+
+
+def test_history_turns_come_before_the_question_and_stay_out_of_the_loss(tokenizer):
+    history = [("你好", "你好，请讲。")]
+    messages = to_messages("头痛怎么办？", "多休息。", SYSTEM, history=history)
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant"]
+    example = encode_example(tokenizer, messages)
+    prompt = prompt_ids(tokenizer, messages)
+    assert tokenizer.decode(prompt).endswith("<|im_start|>user\n头痛怎么办？<|im_end|>\n<|im_start|>assistant\n")
+    assert "你好，请讲。" in tokenizer.decode(prompt)  # the history's answer is context
+    answer = [t for t, label in zip(example["input_ids"], example["labels"]) if label != IGNORE_INDEX]
+    assert tokenizer.decode(answer) == "多休息。<|im_end|>\n"
+    # The generation prompt for the same record is the same tokens.
+    assert prompt_ids(tokenizer, to_messages("头痛怎么办？", None, SYSTEM, history=history)) == prompt

@@ -184,7 +184,7 @@ def test_study_profile_validates_but_for_the_users_data_file(tmp_path):
 
     p = compose(ROOT / "conf", tmp_path, ["profile=study"])
     # The study's data file is the user's to supply until hub ingestion lands; nothing else is wrong.
-    assert [q.split(":")[0] for q in validate(p)] == ["data.local_path"]
+    assert [q.split(":")[0] for q in validate(p)] == ["data.sources.0.path"]
 
 
 def test_lr_override_reaches_params_as_a_float(tmp_path):
@@ -218,9 +218,8 @@ def test_the_library_never_imports_stages():
 
 
 def test_the_real_path_imports_the_builtin_package_only_where_source_builtin_chooses_it():
-    for path in (ROOT / PACKAGE).glob("*.py"):
-        assert not any(n.startswith(f"{PACKAGE}.builtin") for n in direct_imports(path)), path
-    for path in (ROOT / "stages").glob("*.py"):
+    # Only inside a function, on the branch that `source: builtin` takes; never at module level.
+    for path in [*(ROOT / PACKAGE).glob("*.py"), *(ROOT / "stages").glob("*.py")]:
         tree = ast.parse(path.read_text(encoding="utf-8"))
         top_level = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
         assert not any("builtin" in (getattr(n, "module", "") or "") for n in top_level), path.name

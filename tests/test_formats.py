@@ -191,3 +191,10 @@ def test_what_is_no_conversation_raises_with_its_reason(obj, reason):
     with pytest.raises(ShapeError) as err:
         to_turns(obj)
     assert err.value.reason == reason
+
+
+@pytest.mark.parametrize("question", ["头痛\u2028怎么办？", "咳嗽\u0085怎么办？", "发热\x1c怎么办？"])
+def test_json_lines_split_on_newlines_only(tmp_path, question):
+    # str.splitlines() would also split on U+2028, NEL and the other separators JSON strings may carry.
+    result = read_file(write(tmp_path / "qa.jsonl", jsonl([{"question": question, "answer": A}]) * 2))
+    assert examples(result) == [(question, A)] * 2 and not result.problems

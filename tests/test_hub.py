@@ -175,3 +175,43 @@ def test_check_layout_rejects_missing_weights_even_with_config(served_repo, tmp_
     (tmp_path / "model.safetensors").unlink()
     with pytest.raises(PipelineError, match=r"\*\.safetensors"):
         hub.check_layout(tmp_path)
+
+
+# --- datasets and URLs: the source layer the data sources share -----------------------------------
+
+
+def test_download_hf_dataset_fetches_the_pinned_commit_and_records_it(hub_env, tmp_path):
+    files = {"data/train.jsonl": '{"question": "头痛？", "answer": "休息。"}\n'.encode(),
+             "README.md": b"# medqa\n", "data/extra.csv": b"q,a\n"}
+    commit = hub_env.add_commit("med-org/medqa", files, repo_type="dataset")
+    out = tmp_path / "out"
+    out.mkdir()
+
+    provenance = hub.download_hf("med-org/medqa", "main", out, repo_type="dataset", patterns=["*.jsonl"])
+
+    assert provenance == {"source": "hf", "repo_id": "med-org/medqa", "revision": "main", "resolved_commit": commit,
+                          "repo_type": "dataset", "files": ["data/train.jsonl"]}
+    assert (out / "data/train.jsonl").read_bytes() == files["data/train.jsonl"]
+    assert not (out / ".cache").exists()
+    assert_only_hub_api(hub_env, commit, repo_type="dataset")
+
+
+def test_download_url_checks_the_sha256(file_server, tmp_path):
+    root, url = file_server
+    data = '{"question": "头痛？", "answer": "休息。"}\n'.encode()
+    (root / "qa.jsonl").write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+
+    provenance = hub.download_url(f"{url}/qa.jsonl", tmp_path, sha256=digest)
+
+    assert provenance == {"source": "url", "url": f"{url}/qa.jsonl", "sha256": digest, "bytes": len(data)}
+    assert (tmp_path / "qa.jsonl").read_bytes() == data
+    (tmp_path / "again").mkdir()
+    with pytest.raises(PipelineError, match=f"has sha256 {digest}, not the {'0' * 64}"):
+        hub.download_url(f"{url}/qa.jsonl", tmp_path / "again", sha256="0" * 64)
+
+
+def test_download_url_failures_name_the_url_and_the_fix(file_server, tmp_path):
+    _, url = file_server
+    with pytest.raises(PipelineError, match=r"could not download .*/missing.jsonl: .*data/external"):
+        hub.download_url(f"{url}/missing.jsonl", tmp_path)

@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 METHODS, SCALES = ["lora", "qlora"], ["200", "400"]
 RUNS = [f"{m}-{s}" for m in METHODS for s in SCALES]
 SMALL = [
-    "model.builtin.pretrain.steps=40", "model.builtin.pretrain.passages=400", "model.builtin.vocab_size=600",
-    "data.builtin_records=800", "split.dev_size=40", "split.test_size=40", f"split.scales=[{','.join(SCALES)}]",
+    "model.builtin.pretrain.steps=40", "model.builtin.pretrain.passages=400", "model.builtin.vocab_size=1500",
+    "data.sources=[{builtin:800}]", "split.dev_size=40", "split.test_size=40", f"split.scales=[{','.join(SCALES)}]",
     "train.args.eval_steps=0.5", "train.args.save_steps=0.5", "evaluate.max_new_tokens=32",
 ]
 
@@ -44,6 +44,13 @@ def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
 
 def ran_stages(output: str) -> set[str]:
     return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
+
+
+def assert_ran(proc: subprocess.CompletedProcess, expected: set[str]) -> None:
+    """The stages that ran are exactly `expected`; on failure, say what DVC said about each stage."""
+    ran = ran_stages(proc.stdout)
+    said = [line for line in proc.stdout.splitlines() if line.startswith(("Running stage", "Stage "))]
+    assert ran == expected, f"ran {sorted(ran)}, expected {sorted(expected)}; DVC said:\n" + "\n".join(said)
 
 
 def git(repo: Path, *args: str) -> None:
@@ -71,8 +78,8 @@ def first_run(repo):
 
 def test_first_run_produces_every_output(repo, first_run):
     expected = {f"train@{r}" for r in RUNS} | {f"evaluate@{r}" for r in RUNS} | {
-        "check_params", "download_model", "download_data", "preprocess", "split", "evaluate_base", "summarize"}
-    assert ran_stages(first_run.stdout) == expected
+        "check_params", "download_model", "download_data", "preprocess", "data_card", "split", "evaluate_base", "summarize"}
+    assert_ran(first_run, expected)
     assert (repo / "models/base/model.safetensors").exists()
     assert json.loads((repo / "models/base/provenance.json").read_text())["source"] == "builtin"
     for run in RUNS + ["base"]:
@@ -89,7 +96,7 @@ def test_first_run_produces_every_output(repo, first_run):
         assert 0 < train["trainable_params"] < train["total_params"]
     csv = (repo / "plots/results_summary.csv").read_text().splitlines()
     assert len(csv) == 1 + 1 + len(RUNS) and csv[1].startswith("base,")
-    for png in ("data_scale_comparison", "method_comparison", "loss_curves"):
+    for png in ("data_scale_comparison", "method_comparison", "loss_curves", "data_card"):
         assert (repo / f"plots/{png}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -100,6 +107,13 @@ def test_nested_splits_and_no_leak(repo, first_run):
     small, large = questions("train-200"), questions("train-400")
     assert len(small) == 200 and len(large) == 400 and large[:200] == small
     assert not set(large) & (set(questions("test")) | set(questions("dev")))
+
+    def answers(name):
+        return {json.loads(line)["answer"] for line in (repo / f"data/split/{name}.jsonl").read_text(encoding="utf-8").splitlines()}
+
+    assert not answers("train-400") & (answers("test") | answers("dev"))  # no test answer is learnt verbatim
+    report = json.loads((repo / "metrics/split.json").read_text())
+    assert report["verbatim_held_out_in_train"] == {s: {"questions": 0, "answers": 0} for s in SCALES}
 
 
 def test_adapter_trained_and_only_the_adapter_saved(repo, first_run):
@@ -120,8 +134,18 @@ def test_an_adapter_changes_the_predictions_against_the_base_model(repo, first_r
 
 def test_second_run_does_nothing(repo, first_run):
     out = dvc(repo, "repro")
-    assert ran_stages(out.stdout) == set()
+    assert_ran(out, set())
     assert "Data and pipelines are up to date" in out.stdout
+
+
+def test_a_changed_file_under_data_external_reruns_download_data(repo, first_run):
+    extra = repo / "data/external/new.jsonl"
+    extra.write_text('{"question": "头痛？", "answer": "休息。"}\n', encoding="utf-8")
+    try:
+        assert set(json.loads(dvc(repo, "status", "--json").stdout)) == {"download_data"}
+    finally:
+        extra.unlink()
+    assert json.loads(dvc(repo, "status", "--json").stdout) == {}
 
 
 def test_editing_a_validation_rule_reruns_only_the_check(repo, first_run):
@@ -133,7 +157,7 @@ def test_editing_a_validation_rule_reruns_only_the_check(repo, first_run):
     try:
         status = json.loads(dvc(repo, "status", "--json").stdout)
         assert set(status) == {"check_params"}  # every train@ and evaluate@ stage is up to date
-        assert ran_stages(dvc(repo, "repro").stdout) == {"check_params"}
+        assert_ran(dvc(repo, "repro"), {"check_params"})
     finally:
         validation.write_text(original, encoding="utf-8")
     dvc(repo, "repro")  # the check for the original rules comes back from DVC's run cache
@@ -143,14 +167,14 @@ def test_editing_a_validation_rule_reruns_only_the_check(repo, first_run):
 def test_a_qlora_knob_reruns_only_the_qlora_side(repo, first_run):
     out = exp_run(repo, "quantization.bnb_4bit_use_double_quant=false")
     qlora = [r for r in RUNS if r.startswith("qlora-")]
-    assert ran_stages(out.stdout) == {f"train@{r}" for r in qlora} | {f"evaluate@{r}" for r in qlora} | {
-        "check_params", "summarize"}
+    assert_ran(out, {f"train@{r}" for r in qlora} | {f"evaluate@{r}" for r in qlora} | {
+        "check_params", "summarize"})
 
 
 def test_lr_change_reruns_exactly_the_training_side(repo, first_run):
     out = exp_run(repo, "train.lr=5e-5")
-    assert ran_stages(out.stdout) == {f"train@{r}" for r in RUNS} | {f"evaluate@{r}" for r in RUNS} | {
-        "check_params", "summarize"}
+    assert_ran(out, {f"train@{r}" for r in RUNS} | {f"evaluate@{r}" for r in RUNS} | {
+        "check_params", "summarize"})
     info = json.loads((repo / "metrics/runinfo/train-lora-200.json").read_text())
     lr = info["training_arguments"]["learning_rate"]
     assert lr == 5e-05 and isinstance(lr, float)
@@ -180,6 +204,6 @@ def test_bad_params_stop_the_run_before_any_model_loads_with_one_message(repo, f
     for key in ("methods.1", "train.lr", "split.scales"):
         assert f"- {key}:" in text, key
     assert "Traceback" not in text
-    assert ran_stages(out.stdout) == {"check_params"}
+    assert_ran(out, {"check_params"})
     assert not (repo / "models/base").exists()
     assert not [p for p in (repo / "models").iterdir() if p.name.startswith(".")]  # no temp leftovers

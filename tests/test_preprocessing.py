@@ -1,16 +1,21 @@
-"""medqa_scale.preprocessing: chats with token counts; skipped records counted by reason.
+"""medqa_scale.preprocessing: cleaned chats with token counts; every record left out counted by reason.
 
 Run: python -m pytest tests/test_preprocessing.py -q
 """
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 from medqa_scale.chat import IGNORE_INDEX, encode_example, to_messages
-from medqa_scale.preprocessing import preprocess_records
+from medqa_scale.preprocessing import clean_records, preprocess_records
 
 SYSTEM = "你是一名医学助手。"
+P = {"system_prompt": SYSTEM, "max_source_len": 512, "max_target_len": 512, "min_question_chars": 2,
+     "max_question_chars": 200, "min_answer_chars": 2, "max_answer_chars": 400, "history": "keep",
+     "mask_pii": False, "near_duplicate_threshold": 0.9, "minhash_perm": 64}
 
 
 @pytest.fixture(scope="module")
@@ -20,27 +25,53 @@ def tokenizer(tiny_base):
     return AutoTokenizer.from_pretrained(tiny_base)
 
 
-def record(i, question, answer):
-    return {"id": str(i), "question": question, "answer": answer}
+def record(i, question, answer, history=()):
+    return {"id": str(i), "source": "test", "question": question, "answer": answer, "history": [list(t) for t in history]}
+
+
+def params(**changes) -> dict:
+    return {**copy.deepcopy(P), **changes}
 
 
 def test_kept_records_carry_their_chat_and_token_counts(tokenizer):
-    kept, skipped = preprocess_records([record(1, " 头痛  怎么办？", "多休息。\n")], tokenizer, SYSTEM, 512, 512)
-    assert not skipped
+    raw = record(1, "\u3000头痛  怎么办？<br>", "多休息。\n", history=[("你好", "请讲。")])
+    kept, skipped, masked = preprocess_records([raw], tokenizer, P, seed=0)
+    assert not skipped and not masked
     [r] = kept
-    assert r["question"] == "头痛 怎么办？" and r["answer"] == "多休息。"  # whitespace runs collapsed
-    assert r["messages"] == to_messages("头痛 怎么办？", "多休息。", SYSTEM)
+    assert r["question"] == "头痛 怎么办？" and r["answer"] == "多休息。"  # cleaned
+    assert r["messages"] == to_messages("头痛 怎么办？", "多休息。", SYSTEM, history=[["你好", "请讲。"]])
     example = encode_example(tokenizer, r["messages"])
     assert r["n_prompt_tokens"] + r["n_answer_tokens"] == len(example["input_ids"])
     assert r["n_answer_tokens"] == sum(1 for x in example["labels"] if x != IGNORE_INDEX)
+    assert r["source"] == "test"
 
 
-def test_every_skipped_record_is_counted_by_reason(tokenizer):
+def test_every_record_left_out_is_counted_by_reason(tokenizer):
     long_text = "发热" * 300
-    records = [record(1, "头痛怎么办？", "多休息。"), record(2, "头痛怎么办？", "多休息。"),  # duplicate
-               record(3, "  ", "多休息。"), record(4, long_text, "多休息。"), record(5, "咳嗽怎么办？", long_text),
-               record(6, "腹泻怎么办？", "补液。")]
-    kept, skipped = preprocess_records(records, tokenizer, SYSTEM, 64, 64)
-    assert [r["id"] for r in kept] == ["1", "6"]
-    assert skipped == {"duplicate": 1, "empty": 1, "source_too_long": 1, "target_too_long": 1}
+    answer = "多休息，多喝温水，注意保暖，必要时就医。"
+    records = [record(1, "头痛怎么办？", answer), record(2, "头痛怎么办？", answer),          # exact duplicate
+               record(3, "头痛怎么办", answer + " "),                                         # still exact after cleaning
+               record(4, "  ", answer), record(5, "痛", answer),                              # empty, too short
+               record(6, long_text, answer), record(7, "咳嗽怎么办？", long_text),              # too long (chars)
+               record(8, "腹泻怎么办？", "补液。"), record(9, "胃痛怎么办？" * 20, "少吃辛辣。")]    # tokens: source too long
+    kept, skipped, _ = preprocess_records(records, tokenizer, params(max_source_len=64), seed=0)
+    assert [r["id"] for r in kept] == ["1", "8"]
+    assert skipped == {"exact_duplicate": 2, "empty": 1, "question_too_short": 1, "question_too_long": 1,
+                       "answer_too_long": 1, "source_too_long": 1}
     assert len(kept) + sum(skipped.values()) == len(records)
+
+
+def test_near_duplicates_across_sources_are_removed(tokenizer):
+    answer = "高血压患者应当低盐饮食，控制体重，规律测量血压，按时服用降压药物，不能自行停药，定期复查。"
+    records = [record(1, "高血压平时要注意什么？", answer),
+               {**record(2, "高血压平时要注意什么？", answer.replace("定期复查", "定期去复查")), "source": "other"}]
+    kept, skipped, _ = preprocess_records(records, tokenizer, params(near_duplicate_threshold=0.8), seed=0)
+    assert [r["id"] for r in kept] == ["1"] and skipped == {"near_duplicate": 1}
+
+
+def test_history_can_be_dropped_and_personal_data_masked():
+    raw = [record(1, "我电话13812345678，头痛怎么办？", "请发邮件到 a@b.com 预约。", history=[("你好", "请讲。")])]
+    [r], skipped, masked = clean_records(raw, params(history="drop", mask_pii=True))
+    assert r["history"] == [] and not skipped
+    assert r["question"] == "我电话[手机号]，头痛怎么办？" and r["answer"] == "请发邮件到 [邮箱] 预约。"
+    assert masked == {"mobile": 1, "email": 1}

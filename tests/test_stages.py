@@ -55,7 +55,7 @@ def chat_records(pairs: list[dict], answer=lambda a: a) -> list[dict]:
 def small_params() -> dict:
     p = copy.deepcopy(read_yaml(ROOT / "params.yaml"))
     p["split"].update(scales=["64"], dev_size=16, test_size=8)
-    p["data"]["builtin_records"] = 200
+    p["data"]["sources"] = [{"builtin": 200}]
     p["train"]["lr"] = 1.0e-2
     p["train"]["batch"] = {m: {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1}
                            for m in ("lora", "qlora")}

@@ -109,8 +109,8 @@ BAD_KEYS = ("methods", "train.lr", "split.scales", "lora.rr", "train.args.learni
 
 
 def test_validate_reports_every_problem_at_once(repo_params):
-    assert repo_params["data"]["source"] == "builtin"
-    assert repo_params["data"]["builtin_records"] < 99000 + 400
+    assert repo_params["data"]["sources"] == [{"builtin": repo_params["data"]["sources"][0]["builtin"]}]
+    assert repo_params["data"]["sources"][0]["builtin"] < 99000 + 400
     problems = validate(_bad_params(repo_params))
     keys = _keys(problems)
     # No exact count: one mistake may give more than one line (a type error and a rule on it).
@@ -124,7 +124,7 @@ def test_validate_reports_every_problem_at_once(repo_params):
 
     assert "'dora'" in about("methods")
     assert "greater than 0" in about("train.lr") and "-1" in about("train.lr")
-    assert "99000" in about("split.scales") and "data.builtin_records" in about("split.scales")
+    assert "99000" in about("split.scales") and "builtin source makes" in about("split.scales")
     assert "not a field of LoraConfig" in about("lora.rr")
     assert "set train.lr" in about("train.args.learning_rate")
     assert "'5e-05'" in about("model.builtin.pretrain.lr")
@@ -227,18 +227,48 @@ def test_learning_rate_in_train_args_points_at_train_lr(params):
 
 
 def test_a_scale_bigger_than_the_data_is_reported(params):
-    params["data"]["source"] = "builtin"
     params["split"]["scales"] = ["1k"]
     dev, test = params["split"]["dev_size"], params["split"]["test_size"]
     needed = 1000 + dev + test
     # Exactly enough records is fine; one fewer is not.
-    params["data"]["builtin_records"] = needed
+    params["data"]["sources"] = [{"builtin": needed}]
     assert validate(params) == []
-    params["data"]["builtin_records"] = needed - 1
+    params["data"]["sources"] = [{"builtin": needed - 1}]
     problems = validate(params)
     assert _keys(problems) == ["split.scales"]
     assert f"needs {needed} records" in problems[0]
-    assert f"data.builtin_records is {needed - 1}" in problems[0]
+    assert f"the builtin source makes {needed - 1}" in problems[0]
+
+
+@pytest.mark.parametrize("source,key,fragment", [
+    ({"path": "/tmp/qa.jsonl"}, "data.sources.0.path", "outside data/external/"),
+    ({"path": "data/external/../x.jsonl"}, "data.sources.0.path", "outside data/external/"),
+    ({"path": "data/external/missing.jsonl"}, "data.sources.0.path", "does not exist"),
+    ({"hf": "org/set"}, "data.sources.0.revision", "needs a revision"),
+    ({"hf": "org/set", "url": "https://x.org/a.csv"}, "data.sources.0", "exactly one of"),
+    ({"name": "only a name"}, "data.sources.0", "exactly one of"),
+    ({"url": "https://x.org/a.csv", "revision": "main"}, "data.sources.0.revision", "not to url"),
+    ({"url": "ftp://x.org/a.csv"}, "data.sources.0.url", "should match"),
+    ({"builtin": 100, "sha256": "ab"}, "data.sources.0.sha256", "should match"),
+    ({"path": "data/external/README.md", "format": "xml"}, "data.sources.0.format", "jsonl"),
+])
+def test_each_bad_source_is_reported_with_its_key(params, source, key, fragment):
+    params["data"]["sources"] = [source]
+    problems = [p for p in validate(params) if not p.startswith("split.scales")]
+    assert key in _keys(problems), problems
+    assert fragment in "\n".join(problems)
+
+
+def test_valid_sources_of_every_kind(params):
+    params["data"]["sources"] = [
+        {"builtin": 8000}, {"path": "data/external/README.md", "format": "markdown", "limit": 10},
+        {"url": "https://example.org/qa.csv", "sha256": "a" * 64, "name": "web"},
+        {"hf": "FreedomIntelligence/Huatuo26M-Lite", "revision": "main", "files": ["*.jsonl"],
+         "fields": {"question": "question", "answer": "answer"}},
+        {"modelscope": "org/set", "revision": "v1"}]
+    assert validate(params) == []
+    params["data"]["sources"] += [{"url": "https://example.org/a/qa.csv"}, {"url": "https://example.org/b/qa.csv"}]
+    assert _keys(validate(params)) == ["data.sources"]  # both are named qa by default
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -8,7 +8,9 @@ The text is synthetic and marked as such; it is not medical advice.
 
 from __future__ import annotations
 
+import hashlib
 import random
+import re
 from dataclasses import dataclass
 
 SYNTHETIC_MARK = "（合成示例数据，不构成医疗建议。）"
@@ -188,7 +190,11 @@ def _pair_at(index: int) -> tuple[str, str, str]:
 
 
 def generate_pairs(n: int, seed: int) -> list[dict]:
-    """`n` distinct records {id, question, answer, intent}, sampled without replacement."""
+    """`n` distinct records {id, question, answer, intent, group}, sampled without replacement.
+
+    Several phrasings of a question share one answer; `group` names the answer, so that the
+    split can hold out whole groups and no test answer reappears in training.
+    """
     total = space_size()
     if n > total:
         raise ValueError(f"the built-in generator has {total} distinct pairs; {n} were asked for")
@@ -196,7 +202,8 @@ def generate_pairs(n: int, seed: int) -> list[dict]:
     records = []
     for k, index in enumerate(indices):
         intent, question, answer = _pair_at(index)
-        records.append({"id": f"synth-{k:06d}", "question": question, "answer": answer, "intent": intent})
+        group = "g" + hashlib.sha1(answer.encode("utf-8")).hexdigest()[:12]
+        records.append({"id": f"synth-{k:06d}", "question": question, "answer": answer, "intent": intent, "group": group})
     return records
 
 
@@ -233,6 +240,13 @@ def pretraining_dialogues(n: int, seed: int) -> list[list[dict]]:
     return dialogues
 
 
-def tokenizer_text(seed: int, n_pairs: int = 5000) -> list[str]:
-    """Text to learn the built-in tokenizer's vocabulary from: the corpus's own wording."""
-    return [r["question"] + r["answer"] for r in generate_pairs(n_pairs, seed)]
+def tokenizer_text() -> list[str]:
+    """Text to learn the built-in tokenizer's vocabulary from: the corpus's building blocks (the
+    table's entries, and the question and answer templates with their slots empty), never a
+    whole record, so the tokenizer has seen no dev or test question or answer."""
+    blank = Condition("", ("", "", "", ""), "", "", "", "")
+    texts = [t for c in CONDITIONS for t in (c.name, *c.symptoms, c.department, c.advice, c.drug_caution, c.red_flag)]
+    texts += [t for p in PEOPLE for t in (p.who, p.note)] + list(DURATIONS) + [SYNTHETIC_MARK]
+    texts += [re.sub(r"\{\w+\}", " ", q) for phrasings in QUESTIONS.values() for q in phrasings]
+    texts += [_answer(intent, blank, Person("", ""), "", "", "") for intent in INTENTS]
+    return texts

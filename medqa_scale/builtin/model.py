@@ -101,7 +101,7 @@ def build_and_save(builtin: dict, seed: int, out: Path) -> dict:
     """Build, pre-train and save the model that params `model.builtin` describe; its provenance."""
     torch.manual_seed(seed)
     dialogues = corpus.pretraining_dialogues(builtin["pretrain"]["passages"], seed=seed)
-    vocabulary_text = [m["content"] for d in dialogues for m in d] + corpus.tokenizer_text(seed)
+    vocabulary_text = [m["content"] for d in dialogues for m in d] + corpus.tokenizer_text()
     tokenizer = build_tokenizer(vocabulary_text, builtin["vocab_size"])
     model = build_model(tokenizer, builtin["arch"], seed=seed)
     pretrain(model, tokenizer, dialogues, steps=builtin["pretrain"]["steps"],
