@@ -14,6 +14,7 @@ stages/. Modules, one concern each:
   preprocessing  records -> chats with token counts, length filter, de-duplication
   splitting      test/dev sets and nested train subsets
   chat           the chat format and the answer-only loss mask
+  labels         the label value the loss skips
   device         device, precision and peak memory
   hub            fetching a base model from the Hugging Face hub, ModelScope or a directory
   modeling       loading the base model (4-bit for QLoRA) and its adapters

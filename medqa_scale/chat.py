@@ -4,7 +4,7 @@ masking rule."""
 
 from __future__ import annotations
 
-IGNORE_INDEX = -100  # label value the loss skips
+from medqa_scale.labels import IGNORE_INDEX  # noqa: F401  (re-exported: the chat format's mask value)
 
 
 def to_messages(question: str, answer: str | None, system_prompt: str, history=()) -> list[dict]:
@@ -42,3 +42,21 @@ def encode_example(tokenizer, messages: list[dict]) -> dict:
         "attention_mask": [1] * len(full),
         "labels": [IGNORE_INDEX] * len(prompt) + full[len(prompt):],
     }
+
+
+def encode_examples(tokenizer, chats: list[list[dict]]) -> list[dict | None]:
+    """`encode_example` for many chats at once, None where it would raise: the templates are
+    rendered one by one, the token ids come from one batched call of the fast tokenizer, which
+    is what makes preprocess of 100k+ records take seconds, not minutes."""
+    prompts = [tokenizer.apply_chat_template(c[:-1] if c[-1]["role"] == "assistant" else c,
+                                             add_generation_prompt=True, tokenize=False) for c in chats]
+    fulls = [tokenizer.apply_chat_template(c, tokenize=False) for c in chats]
+    ids = tokenizer(prompts + fulls, add_special_tokens=False)["input_ids"]
+    examples = []
+    for prompt, full in zip(ids[:len(chats)], ids[len(chats):]):
+        if full[: len(prompt)] != prompt:
+            examples.append(None)
+        else:
+            examples.append({"input_ids": full, "attention_mask": [1] * len(full),
+                             "labels": [IGNORE_INDEX] * len(prompt) + full[len(prompt):]})
+    return examples

@@ -12,9 +12,11 @@ from collections import Counter
 
 from tqdm.auto import tqdm
 
-from medqa_scale.chat import IGNORE_INDEX, encode_example, to_messages
+from medqa_scale.chat import IGNORE_INDEX, encode_examples, to_messages
 from medqa_scale.cleaning import clean_text, length_problem, mask_pii
 from medqa_scale.dedup import deduplicate
+
+BATCH = 4096  # records tokenized per call of the fast tokenizer
 
 
 def clean_records(records: list[dict], p: dict) -> tuple[list[dict], Counter, Counter]:
@@ -45,23 +47,23 @@ def preprocess_records(records: list[dict], tokenizer, p: dict, seed: int) -> tu
     unique, counts = deduplicate(cleaned, _dedup_text, p["near_duplicate_threshold"], p["minhash_perm"], seed)
     skipped.update({k: v for k, v in counts.items() if v})
     kept = []
-    for r in tqdm(unique, desc="tokenizing", unit="rec", mininterval=5):
-        messages = to_messages(r["question"], r["answer"], p["system_prompt"], history=r["history"])
-        try:
-            example = encode_example(tokenizer, messages)
-        except ValueError:
-            skipped["template_mismatch"] += 1
-            continue
-        n_answer = sum(1 for label in example["labels"] if label != IGNORE_INDEX)
-        n_prompt = len(example["input_ids"]) - n_answer
-        if n_prompt > p["max_source_len"]:
-            skipped["source_too_long"] += 1
-        elif n_answer > p["max_target_len"]:
-            skipped["target_too_long"] += 1
-        else:
-            kept.append({"id": r["id"], "source": r.get("source"), "question": r["question"], "answer": r["answer"],
-                         "messages": messages, "n_prompt_tokens": n_prompt, "n_answer_tokens": n_answer,
-                         **({"group": r["group"]} if "group" in r else {})})
+    for start in tqdm(range(0, len(unique), BATCH), desc="tokenizing", unit="batch", mininterval=5):
+        batch = unique[start:start + BATCH]
+        chats = [to_messages(r["question"], r["answer"], p["system_prompt"], history=r["history"]) for r in batch]
+        for r, messages, example in zip(batch, chats, encode_examples(tokenizer, chats)):
+            if example is None:
+                skipped["template_mismatch"] += 1
+                continue
+            n_answer = sum(1 for label in example["labels"] if label != IGNORE_INDEX)
+            n_prompt = len(example["input_ids"]) - n_answer
+            if n_prompt > p["max_source_len"]:
+                skipped["source_too_long"] += 1
+            elif n_answer > p["max_target_len"]:
+                skipped["target_too_long"] += 1
+            else:
+                kept.append({"id": r["id"], "source": r.get("source"), "question": r["question"], "answer": r["answer"],
+                             "messages": messages, "n_prompt_tokens": n_prompt, "n_answer_tokens": n_answer,
+                             **({"group": r["group"]} if "group" in r else {})})
     return kept, skipped, masked
 
 

@@ -115,3 +115,13 @@ def test_history_turns_come_before_the_question_and_stay_out_of_the_loss(tokeniz
     assert tokenizer.decode(answer) == "多休息。<|im_end|>\n"
     # The generation prompt for the same record is the same tokens.
     assert prompt_ids(tokenizer, to_messages("头痛怎么办？", None, SYSTEM, history=history)) == prompt
+
+
+def test_encode_examples_in_a_batch_equals_encode_example_one_by_one(tokenizer):
+    from medqa_scale.builtin.corpus import generate_pairs
+    from medqa_scale.chat import encode_examples
+
+    chats = [to_messages(r["question"], r["answer"], SYSTEM, history=[("你好", "请讲。")] if i % 3 else ())
+             for i, r in enumerate(generate_pairs(60, seed=4))]
+    chats.append(to_messages("What now? ", "Take a rest.", "sys"))
+    assert encode_examples(tokenizer, chats) == [encode_example(tokenizer, c) for c in chats]

@@ -29,7 +29,7 @@ def test_deduplicate_counts_exact_and_near_duplicates_and_keeps_the_first():
                rec("高血压要注意什么", BASE_ANSWER + " "),                       # exact after normalising
                rec("高血压要注意什么？", BASE_ANSWER.replace("定期复查", "定期去复查")),  # near
                rec("感冒了怎么办？", "多休息，多喝温水，注意保暖，症状加重请及时就医。")]
-    kept, counts = deduplicate(records, lambda r: r["question"] + "\n" + r["answer"], threshold=0.8, num_perm=128, seed=1)
+    kept, counts = deduplicate(records, lambda r: r["question"] + "\n" + r["answer"], threshold=0.7, num_perm=128, seed=1)
     assert kept == [records[0], records[3]]
     assert counts == {"exact_duplicate": 1, "near_duplicate": 1}
 
@@ -42,5 +42,22 @@ def test_leaks_compare_questions_and_answers_with_the_held_out_items():
         rec("血压高怎么办？", BASE_ANSWER.replace("定期复查", "定期去医院复查")),              # answer nearly repeats
         rec("胃痛怎么办？", "规律饮食，少吃辛辣，必要时做胃镜检查。"),                            # clean
     ]
-    assert leaks(candidates, held_out, threshold=0.8, num_perm=128, seed=1) == [
+    assert leaks(candidates, held_out, threshold=0.7, num_perm=128, seed=1) == [
         "question_repeats_held_out", "answer_repeats_held_out", "answer_near_held_out", None]
+
+
+def test_signatures_are_datasketchs_affine32_minhash_with_our_3gram_hash():
+    import numpy as np
+    from datasketch import MinHash
+
+    from medqa_scale.dedup import packed_shingles, shingle_hash, signatures
+
+    texts = ["高血压患者应当低盐饮食，控制体重", "头痛", "ＣＴ", "", "头痛怎么办？头痛怎么办？", BASE_ANSWER]
+    got = signatures(texts, num_perm=32, seed=7)
+    packed, owner = packed_shingles(texts)
+    for i, text in enumerate(texts):
+        expected = MinHash(num_perm=32, seed=7, scheme="affine32", hashfunc=int)
+        expected.update_batch(shingle_hash(packed[owner == i]).tolist())
+        assert np.array_equal(got[i], expected.hashvalues), text
+    # A text's 3-grams are those of its fingerprint, never spanning into the next text.
+    assert (owner == 0).sum() == len(fingerprint(texts[0])) - 2 and (owner == 1).sum() == 1
