@@ -9,6 +9,7 @@ where history holds the earlier [question, answer] turns of a multi-turn item.
 from __future__ import annotations
 
 import logging
+import random
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,3 +105,21 @@ def _read_builtin(name: str, n: int, seed: int) -> SourceRead:
                       for i, r in enumerate(pairs)]
     result.files["generator"] = {"encoding": "utf-8", "container": "builtin", "items": n, "records": n}
     return result
+
+
+def apply_shares(reads: list[SourceRead], shares: list[float | None], seed: int) -> dict[str, int]:
+    """Subsample sources so that each makes its `share` of the mix, as large as the sources allow;
+    sources without a share keep every record. Returns the records dropped per source."""
+    weighted = [(read, share) for read, share in zip(reads, shares) if share]
+    if not weighted:
+        return {}
+    # The largest total the shared part can reach: no source may need more than it has.
+    total = min(len(read.records) / share for read, share in weighted) * sum(share for _, share in weighted)
+    dropped = {}
+    for read, share in weighted:
+        keep = int(total * share / sum(s for _, s in weighted))
+        if keep < len(read.records):
+            chosen = sorted(random.Random(seed).sample(range(len(read.records)), keep))
+            dropped[read.name] = len(read.records) - keep
+            read.records = [read.records[i] for i in chosen]
+    return dropped

@@ -109,6 +109,7 @@ class Source(Section):
     format: Literal["auto", "json", "jsonl", "csv", "tsv", "parquet", "markdown"] = "auto"
     fields: dict[str, str] | None = None  # {question: ..., answer: ..., history: ...} key names
     limit: int | None = Field(default=None, gt=0)  # at most this many records from the source
+    share: float | None = Field(default=None, gt=0, le=1)  # this source's share of the mix of sources with a share
 
 
 class Data(Section):

@@ -21,7 +21,7 @@ from pathlib import Path
 from medqa_scale.cli import PipelineError, run
 from medqa_scale.durable import remove_stale, write_json, write_jsonl
 from medqa_scale.params import load_params
-from medqa_scale.sources import read_source
+from medqa_scale.sources import apply_shares, read_source
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +36,13 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="download_data.") as scratch:
             reads.append(read_source(source, Path(scratch), p["seed"]))
     check(reads, p["data"]["max_bad_fraction"])
+    mixed_out = apply_shares(reads, [source.get("share") for source in p["data"]["sources"]], p["seed"])
     write_jsonl(OUT, [r for read in reads for r in read.records])
     write_json(REPORT, {read.name: read.problems for read in reads})
     write_json(SUMMARY, {"sources": {read.name: read.summary() for read in reads},
                          "records": sum(len(read.records) for read in reads),
-                         "skipped_total": sum(len(read.problems) for read in reads)})
+                         "skipped_total": sum(len(read.problems) for read in reads),
+                         "left_out_by_share": mixed_out})
     for read in reads:
         log.info("%s: %d records, %d left out (see %s)", read.name, len(read.records), len(read.problems), REPORT)
 

@@ -158,3 +158,17 @@ def test_the_stage_stops_when_a_source_is_mostly_unreadable(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "'qa': 2 of 3 items (66.7%) could not be read" in proc.stderr and "max_bad_fraction" in proc.stderr
     assert not (tmp_path / "data/raw/qa.jsonl").exists()
+
+
+def test_shares_subsample_to_the_largest_mix_the_sources_allow(tmp_path):
+    from medqa_scale.sources import apply_shares
+
+    a, b, c = (read_source({"builtin": n, "name": name}, tmp_path, seed=i)
+               for i, (n, name) in enumerate(((100, "a"), (1000, "b"), (50, "c"))))
+    before_b = list(b.records)
+    dropped = apply_shares([a, b, c], [0.25, 0.75, None], seed=3)
+    # a (100 records at 25%) limits the mix to 400: b keeps 300 of its 1000, c (no share) keeps all.
+    assert (len(a.records), len(b.records), len(c.records)) == (100, 300, 50)
+    assert dropped == {"b": 700}
+    assert all(r in before_b for r in b.records) and b.records == [r for r in before_b if r in b.records]  # order kept
+    assert apply_shares([a, b], [None, None], seed=3) == {}
