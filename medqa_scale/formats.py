@@ -29,6 +29,7 @@ from medqa_scale.cli import PipelineError
 ENCODINGS = ("utf-8-sig", "utf-8", "gb18030")  # GB18030 decodes GBK too: it is a superset
 QUESTION_KEYS = ("question", "questions", "问", "问题", "q", "Q")
 ANSWER_KEYS = ("answer", "answers", "答", "回答", "a", "A")
+DEPARTMENT_KEYS = ("department", "科室", "dept")
 USER_ROLES = {"human", "user"}
 ASSISTANT_ROLES = {"gpt", "assistant", "bot", "model"}
 _MD_QUESTION = re.compile(r"^\s*(?:#+\s*)?Q\d*\s*[:：]\s*(.*)$")
@@ -96,7 +97,8 @@ def read_file(path: Path, fields: dict | None = None, container: str = "auto") -
         result = FileRead(Path(path), encoding, container, problems=problems)
     for location, obj in items:
         try:
-            result.conversations.append({"turns": to_turns(obj, fields), "location": location})
+            result.conversations.append({"turns": to_turns(obj, fields), "location": location,
+                                         **department_of(obj)})
         except ShapeError as e:
             result.problems.append(Problem(e.reason, location, _excerpt(obj)))
     return result
@@ -223,6 +225,15 @@ def to_turns(obj, fields: dict | None = None) -> list[tuple[str, str]]:
     if not answer:
         raise ShapeError("empty_answer")
     return turns
+
+
+def department_of(obj) -> dict:
+    """{"department": ...} where an item names its hospital department, else {}."""
+    if isinstance(obj, dict):
+        for key in DEPARTMENT_KEYS:
+            if _text(obj.get(key)):
+                return {"department": _text(obj[key])}
+    return {}
 
 
 def _text(value) -> str:

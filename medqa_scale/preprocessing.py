@@ -63,7 +63,7 @@ def preprocess_records(records: list[dict], tokenizer, p: dict, seed: int) -> tu
             else:
                 kept.append({"id": r["id"], "source": r.get("source"), "question": r["question"], "answer": r["answer"],
                              "messages": messages, "n_prompt_tokens": n_prompt, "n_answer_tokens": n_answer,
-                             **({"group": r["group"]} if "group" in r else {})})
+                             **{k: r[k] for k in ("group", "department") if k in r}})
     return kept, skipped, masked
 
 

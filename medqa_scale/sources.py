@@ -3,7 +3,8 @@ built-in generator), read its files whatever their format, and return its record
 came from, plus every item left out with its reason, file and line.
 
 A record is {"id", "source", "origin": {"file", "location"}, "question", "answer", "history"},
-where history holds the earlier [question, answer] turns of a multi-turn item.
+where history holds the earlier [question, answer] turns of a multi-turn item, plus "department"
+where the item names one.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ def read_source(source: dict, workdir: Path, seed: int) -> SourceRead:
             *history, (question, answer) = c["turns"]
             result.records.append({"id": f"{name}:{rel}:{c['location'].replace(' ', '')}", "source": name,
                                    "origin": {"file": rel, "location": c["location"]},
-                                   "question": question, "answer": answer, "history": [list(t) for t in history]})
+                                   "question": question, "answer": answer, "history": [list(t) for t in history],
+                                   **({"department": c["department"]} if "department" in c else {})})
         result.problems += [{"reason": p.reason, "file": rel, "location": p.location, "excerpt": p.excerpt}
                             for p in read.problems]
         result.files[rel] = {"encoding": read.encoding, "container": read.container, "items": read.items,

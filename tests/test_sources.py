@@ -54,6 +54,15 @@ def test_a_path_source_folder_of_mixed_formats(tmp_path, monkeypatch):
                                                    {"file": "b.csv", "location": "line 2"}]
     assert {r["source"] for r in read.records} == {"mix"}
     assert read.files["b.csv"] == {"encoding": "gb18030", "container": "csv", "items": 1, "records": 1}
+    assert "department" not in read.records[0]
+
+
+def test_departments_named_by_the_data_are_kept(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("data/external").mkdir(parents=True)
+    Path("data/external/qa.csv").write_text("department,title,ask,answer\n儿科,发热,孩子发热怎么办？,物理降温\n", encoding="utf-8")
+    [record] = read_source({"path": "data/external/qa.csv"}, tmp_path / "s", seed=0).records
+    assert record["department"] == "儿科"
 
 
 def test_1000_lines_with_10_malformed_give_990_records_and_a_report_of_the_10(tmp_path, monkeypatch):
