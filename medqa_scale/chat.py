@@ -19,11 +19,16 @@ def to_messages(question: str, answer: str | None, system_prompt: str, history=(
     return messages
 
 
+def _prompt(messages: list[dict]) -> list[dict]:
+    """Everything before the final answer (history included)."""
+    return messages[:-1] if messages[-1]["role"] == "assistant" else messages
+
+
 def prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
     """Token ids of everything before the final answer (history included), ending in the
     assistant header."""
-    prompt = messages[:-1] if messages[-1]["role"] == "assistant" else messages
-    return list(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=False))
+    return list(tokenizer.apply_chat_template(_prompt(messages), add_generation_prompt=True, tokenize=True,
+                                              return_dict=False))
 
 
 def encode_example(tokenizer, messages: list[dict]) -> dict:
@@ -33,23 +38,17 @@ def encode_example(tokenizer, messages: list[dict]) -> dict:
     Raises ValueError when the template does not render the prompt as a prefix of the whole chat
     (then masking by length would be wrong).
     """
-    prompt = prompt_ids(tokenizer, messages)
-    full = list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False))
-    if full[: len(prompt)] != prompt:
+    [example] = encode_examples(tokenizer, [messages])
+    if example is None:
         raise ValueError("chat template renders the prompt differently inside the full chat")
-    return {
-        "input_ids": full,
-        "attention_mask": [1] * len(full),
-        "labels": [IGNORE_INDEX] * len(prompt) + full[len(prompt):],
-    }
+    return example
 
 
 def encode_examples(tokenizer, chats: list[list[dict]]) -> list[dict | None]:
     """`encode_example` for many chats at once, None where it would raise: the templates are
     rendered one by one, the token ids come from one batched call of the fast tokenizer, which
     is what makes preprocess of 100k+ records take seconds, not minutes."""
-    prompts = [tokenizer.apply_chat_template(c[:-1] if c[-1]["role"] == "assistant" else c,
-                                             add_generation_prompt=True, tokenize=False) for c in chats]
+    prompts = [tokenizer.apply_chat_template(_prompt(c), add_generation_prompt=True, tokenize=False) for c in chats]
     fulls = [tokenizer.apply_chat_template(c, tokenize=False) for c in chats]
     ids = tokenizer(prompts + fulls, add_special_tokens=False)["input_ids"]
     examples = []

@@ -130,9 +130,15 @@ def test_remove_stale_deletes_temporaries_of_that_output_only(tmp_path):
     assert out.read_text(encoding="utf-8") == "current"
 
 
-def test_remove_stale_restores_an_old_directory_whose_replacement_never_arrived(tmp_path):
-    # A kill between the two renames of the fallback leaves `.out.old` and no `out`.
+@pytest.mark.parametrize("new_in_place,expected", [
+    (False, "old"),  # a kill between the two renames of the fallback leaves `.out.old` and no `out`: restore it
+    (True, "new"),   # the new directory made it into place: the old one only needs deleting
+])
+def test_remove_stale_settles_an_old_directory_left_aside(tmp_path, new_in_place, expected):
     out = tmp_path / "out"
+    if new_in_place:
+        out.mkdir()
+        (out / "data.txt").write_text("new", encoding="utf-8")
     old = tmp_path / ".out.old"
     old.mkdir()
     (old / "data.txt").write_text("old", encoding="utf-8")
@@ -140,21 +146,7 @@ def test_remove_stale_restores_an_old_directory_whose_replacement_never_arrived(
     remove_stale(out)
 
     assert sorted(os.listdir(tmp_path)) == ["out"]
-    assert (out / "data.txt").read_text(encoding="utf-8") == "old"
-
-
-def test_remove_stale_deletes_an_old_directory_once_the_new_one_is_in_place(tmp_path):
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "data.txt").write_text("new", encoding="utf-8")
-    old = tmp_path / ".out.old"
-    old.mkdir()
-    (old / "data.txt").write_text("old", encoding="utf-8")
-
-    remove_stale(out)
-
-    assert sorted(os.listdir(tmp_path)) == ["out"]
-    assert (out / "data.txt").read_text(encoding="utf-8") == "new"
+    assert (out / "data.txt").read_text(encoding="utf-8") == expected
 
 
 def test_remove_stale_of_an_output_whose_directory_does_not_exist(tmp_path):
