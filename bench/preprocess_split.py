@@ -36,7 +36,8 @@ def main() -> None:
 
     p = read_yaml("params.yaml")
     tokenizer = AutoTokenizer.from_pretrained("models/base")
-    raw = [{**r, "source": "builtin", "history": []} for r in generate_pairs(args.records, seed=p["seed"])]
+    raw = [{**r, "source": "builtin", "origin": {"file": "generator", "location": f"item {i}"}, "history": []}
+           for i, r in enumerate(generate_pairs(args.records, seed=p["seed"]))]  # as download_data writes them
     timings = {"preprocess": [], "split": []}
     for _ in range(args.repeats):
         start = time.perf_counter()

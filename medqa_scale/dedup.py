@@ -1,4 +1,5 @@
-"""Exact and near-duplicate text, and leaks of held-out items into training data.
+"""Exact and near-duplicate text, leaks of held-out items into training data, and the report
+entry of each record left out for any reason.
 
 Exact duplicates share a normalised fingerprint (NFKC, lower case, no whitespace or
 punctuation). Near duplicates are found with MinHash over character 3-grams and locality-
@@ -14,11 +15,13 @@ which took most of preprocess + split on 130k records.
 from __future__ import annotations
 
 import unicodedata
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
 SHINGLE = 3
+EXCERPT_CHARS = 60
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _FMIX32 = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35), np.uint32(16))  # MurmurHash3
 
@@ -92,45 +95,62 @@ def _lsh(threshold: float, num_perm: int):
     return MinHashLSH(threshold=threshold, num_perm=num_perm)
 
 
+def left_out(record: dict, reason: str, match: dict | None = None) -> dict:
+    """A record's entry in a stage's report of what it left out: why, where it came from (the
+    source, file and line that download_data traced), an excerpt, and the record it repeats."""
+    entry = {"reason": reason, "id": record.get("id"), "source": record.get("source"), **(record.get("origin") or {}),
+             "excerpt": record.get("question", "")[:EXCERPT_CHARS]}
+    if match is not None:
+        entry["repeats"] = {"id": match.get("id"), "source": match.get("source"), **(match.get("origin") or {})}
+    return entry
+
+
+def reason_counts(entries: list[dict]) -> dict[str, int]:
+    """How many report entries there are of each reason."""
+    return dict(sorted(Counter(e["reason"] for e in entries).items()))
+
+
 def deduplicate(records: list[dict], text: Callable[[dict], str], threshold: float, num_perm: int,
-                seed: int) -> tuple[list[dict], dict[str, int]]:
-    """The records with every exact or near duplicate of an earlier one removed, and how many
-    of each kind went."""
-    kept, seen, counts = [], set(), {"exact_duplicate": 0, "near_duplicate": 0}
-    unique = []
+                seed: int) -> tuple[list[dict], list[tuple[dict, str, dict]]]:
+    """(the records with every exact or near duplicate of an earlier one removed, and each
+    removed record as (record, "exact_duplicate" or "near_duplicate", the kept record it repeats))."""
+    first: dict[str, dict] = {}
+    unique, dropped = [], []
     for r in records:
         key = fingerprint(text(r))
-        if key in seen:
-            counts["exact_duplicate"] += 1
+        if key in first:
+            dropped.append((r, "exact_duplicate", first[key]))
         else:
-            seen.add(key)
+            first[key] = r
             unique.append(r)
-    lsh = _lsh(threshold, num_perm)
+    lsh, kept = _lsh(threshold, num_perm), []
     for i, (r, mh) in enumerate(zip(unique, minhashes([text(r) for r in unique], num_perm, seed))):
-        if lsh.query(mh):
-            counts["near_duplicate"] += 1
+        if matches := lsh.query(mh):
+            dropped.append((r, "near_duplicate", unique[min(map(int, matches))]))
             continue
         lsh.insert(str(i), mh)
         kept.append(r)
-    return kept, counts
+    return kept, dropped
 
 
 def leaks(candidates: list[dict], held_out: list[dict], threshold: float, num_perm: int,
-          seed: int) -> list[str | None]:
-    """For each candidate, why it leaks a held-out item, or None: its question repeats or nearly
-    repeats a held-out question, or its answer a held-out answer."""
-    reasons: list[str | None] = [None] * len(candidates)
+          seed: int) -> list[tuple[str, dict] | None]:
+    """For each candidate, None, or why it leaks a held-out item and which one: its question
+    repeats or nearly repeats a held-out question, or its answer a held-out answer."""
+    found: list[tuple[str, dict] | None] = [None] * len(candidates)
     for field in ("question", "answer"):
-        exact = {fingerprint(r[field]) for r in held_out}
+        exact: dict[str, dict] = {}
+        for r in held_out:
+            exact.setdefault(fingerprint(r[field]), r)
         lsh = _lsh(threshold, num_perm)
         for i, mh in enumerate(minhashes([r[field] for r in held_out], num_perm, seed)):
             lsh.insert(str(i), mh)
-        todo = [i for i, r in enumerate(candidates) if reasons[i] is None]
+        todo = [i for i, r in enumerate(candidates) if found[i] is None]
         for i in todo:
-            if fingerprint(candidates[i][field]) in exact:
-                reasons[i] = f"{field}_repeats_held_out"
-        todo = [i for i in todo if reasons[i] is None]
+            if (match := exact.get(fingerprint(candidates[i][field]))) is not None:
+                found[i] = (f"{field}_repeats_held_out", match)
+        todo = [i for i in todo if found[i] is None]
         for i, mh in zip(todo, minhashes([candidates[i][field] for i in todo], num_perm, seed)):
-            if lsh.query(mh):
-                reasons[i] = f"{field}_near_held_out"
-    return reasons
+            if matches := lsh.query(mh):
+                found[i] = (f"{field}_near_held_out", held_out[min(map(int, matches))])
+    return found

@@ -12,7 +12,8 @@ Everything is detected from the content, never from the file name:
               each item is told apart on its own, so one file may mix two spellings of a key
 
 An item becomes a list of (question, answer) turns: the last turn is the example, the earlier
-ones its history. `fields` maps question/answer (and optionally history) to other key names.
+ones its history. `fields` maps question and answer, history and department to other key names;
+those it leaves out are detected.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ def read_file(path: Path, fields: dict | None = None, container: str = "auto") -
     for location, obj in items:
         try:
             result.conversations.append({"turns": to_turns(obj, fields), "location": location,
-                                         **department_of(obj)})
+                                         **department_of(obj, (fields or {}).get("department"))})
         except ShapeError as e:
             result.problems.append(Problem(e.reason, location, _excerpt(obj)))
     return result
@@ -193,7 +194,8 @@ def to_turns(obj, fields: dict | None = None) -> list[tuple[str, str]]:
     """The (question, answer) turns of one item, the example last. Raises ShapeError."""
     if not isinstance(obj, dict):
         raise ShapeError("not_an_object", type(obj).__name__)
-    if fields:
+    fields = fields or {}
+    if fields.get("question"):
         turns = _history(obj.get(fields["history"])) if fields.get("history") else []
         turns.append((_text(obj.get(fields["question"])), _text(obj.get(fields["answer"]))))
     elif isinstance(obj.get("conversations"), list):
@@ -227,10 +229,11 @@ def to_turns(obj, fields: dict | None = None) -> list[tuple[str, str]]:
     return turns
 
 
-def department_of(obj) -> dict:
-    """{"department": ...} where an item names its hospital department, else {}."""
+def department_of(obj, key: str | None = None) -> dict:
+    """{"department": ...} where an item names its hospital department (under `key`, or one of
+    DEPARTMENT_KEYS), else {}."""
     if isinstance(obj, dict):
-        for key in DEPARTMENT_KEYS:
+        for key in (key,) if key else DEPARTMENT_KEYS:
             if _text(obj.get(key)):
                 return {"department": _text(obj[key])}
     return {}

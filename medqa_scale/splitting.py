@@ -10,13 +10,13 @@ repeats, a dev or test item's is dropped (medqa_scale/dedup.py).
 from __future__ import annotations
 
 import random
-from collections import Counter
 
-from medqa_scale.dedup import fingerprint, leaks
+from medqa_scale.dedup import fingerprint, leaks, left_out
 
 
-def held_out_first(records: list[dict], n_held_out: int, seed: int) -> tuple[list[dict], list[dict], int]:
-    """(held-out records, the rest, records dropped because their group straddled the boundary).
+def held_out_first(records: list[dict], n_held_out: int, seed: int) -> tuple[list[dict], list[dict], list[tuple[dict, dict]]]:
+    """(held-out records, the rest, records dropped because their group straddled the boundary,
+    each with a held-out member of its group).
 
     Without groups: one shuffle, the first n_held_out records. With groups: whole groups in a
     shuffled order until n_held_out records are reached.
@@ -24,31 +24,31 @@ def held_out_first(records: list[dict], n_held_out: int, seed: int) -> tuple[lis
     order = list(records)
     random.Random(seed).shuffle(order)
     if not any("group" in r for r in order):
-        return order[:n_held_out], order[n_held_out:], 0
+        return order[:n_held_out], order[n_held_out:], []
     groups: dict[str, list[dict]] = {}
     for r in order:
         groups.setdefault(r.get("group", r["id"]), []).append(r)
-    held_out, rest, straddling = [], [], 0
+    held_out, rest, straddling = [], [], []
     for members in groups.values():
         if len(held_out) < n_held_out:
             room = n_held_out - len(held_out)
             held_out += members[:room]
-            straddling += len(members[room:])  # the rest of a held-out group would leak its answer
+            straddling += [(r, members[0]) for r in members[room:]]  # the rest of a held-out group would leak its answer
         else:
             rest += members
     return held_out, rest, straddling
 
 
 def split_records(records: list[dict], test_size: int, dev_size: int, seed: int, threshold: float,
-                  num_perm: int) -> tuple[list[dict], list[dict], list[dict], Counter]:
-    """(test, dev, train pool, Counter of pool candidates dropped, by reason)."""
+                  num_perm: int) -> tuple[list[dict], list[dict], list[dict], list[dict]]:
+    """(test, dev, train pool, the report entries of pool candidates dropped as leaks, each with
+    the held-out record it repeats)."""
     held_out, rest, straddling = held_out_first(records, test_size + dev_size, seed)
     test, dev = held_out[:test_size], held_out[test_size:]
-    reasons = leaks(rest, held_out, threshold, num_perm, seed)
-    pool = [r for r, why in zip(rest, reasons) if why is None]
-    dropped = Counter(why for why in reasons if why)
-    if straddling:
-        dropped["group_held_out"] = straddling
+    found = leaks(rest, held_out, threshold, num_perm, seed)
+    pool = [r for r, leak in zip(rest, found) if leak is None]
+    dropped = [left_out(r, "group_held_out", match) for r, match in straddling]
+    dropped += [left_out(r, *leak) for r, leak in zip(rest, found) if leak is not None]
     return test, dev, pool, dropped
 
 

@@ -94,6 +94,15 @@ class Model(Section):
 EXTERNAL_DIR = "data/external"
 
 
+class Fields(Section):
+    """Key names that override detection; question and answer go together."""
+
+    question: str | None = None
+    answer: str | None = None
+    history: str | None = None  # earlier [question, answer] turns
+    department: str | None = None  # e.g. label in Huatuo26M-Lite
+
+
 class Source(Section):
     """One data source: exactly one of the SOURCE_KINDS keys, plus optional settings."""
 
@@ -107,7 +116,7 @@ class Source(Section):
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")  # url: the file's expected hash
     name: str | None = None  # default: the file's stem or the repo id
     format: Literal["auto", "json", "jsonl", "csv", "tsv", "parquet", "markdown"] = "auto"
-    fields: dict[str, str] | None = None  # {question: ..., answer: ..., history: ...} key names
+    fields: Fields | None = None
     limit: int | None = Field(default=None, gt=0)  # at most this many records from the source
     share: float | None = Field(default=None, gt=0, le=1)  # this source's share of the mix of sources with a share
 
@@ -313,6 +322,9 @@ def _check_sources(sources, bad) -> int | None:
                 bad(f"{key}.path", f"{source['path']!r} does not exist; copy your data to it")
         if kind in ("hf", "modelscope") and not source.get("revision"):
             bad(f"{key}.revision", f"a {kind} source needs a revision: pin a commit for reproducibility")
+        fields = source.get("fields") or {}
+        if isinstance(fields, dict) and (fields.get("question") is None) != (fields.get("answer") is None):
+            bad(f"{key}.fields", "give question and answer together (or neither, to detect both)")
         extra = [k for k in ("revision", "files") if source.get(k) is not None and kind not in ("hf", "modelscope")]
         extra += ["sha256"] if source.get("sha256") is not None and kind != "url" else []
         for k in extra:

@@ -2,8 +2,10 @@
 
 Run:    dvc repro preprocess        (or: python -m stages.preprocess)
 Reads:  data/raw/qa.jsonl, the tokenizer in models/base, params seed, preprocess
-Writes: data/processed/qa.jsonl, one {"id", "source", "question", "answer", "messages",
-        "n_prompt_tokens", "n_answer_tokens"} record per line
+Writes: data/processed/qa.jsonl, one {"id", "source", "origin", "question", "answer", "messages",
+        "n_prompt_tokens", "n_answer_tokens"} record per line (plus "department" where known)
+        data/processed/report.json, every record left out: reason, id, source, file, line, an
+        excerpt, and for a duplicate the record it repeats
         metrics/preprocess.json (records in, kept, skipped by reason, personal data masked)
 
 Text is cleaned (whitespace, safe NFKC, HTML remnants; personal data masked if
@@ -18,6 +20,7 @@ import logging
 from pathlib import Path
 
 from medqa_scale.cli import run
+from medqa_scale.dedup import reason_counts
 from medqa_scale.durable import read_jsonl, remove_stale, write_json, write_jsonl
 from medqa_scale.params import load_params
 from medqa_scale.preprocessing import preprocess_records
@@ -27,21 +30,24 @@ log = logging.getLogger(__name__)
 RAW = Path("data/raw/qa.jsonl")
 BASE = Path("models/base")
 OUT = Path("data/processed/qa.jsonl")
+LEFT_OUT = Path("data/processed/report.json")
 REPORT = Path("metrics/preprocess.json")
 
 
 def main() -> None:
-    remove_stale(OUT, REPORT)
+    remove_stale(OUT, LEFT_OUT, REPORT)
     params = load_params()
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(BASE)
     records = read_jsonl(RAW)
-    kept, skipped, masked = preprocess_records(records, tokenizer, params["preprocess"], params["seed"])
+    kept, dropped, masked = preprocess_records(records, tokenizer, params["preprocess"], params["seed"])
     write_jsonl(OUT, kept)
-    write_json(REPORT, {"records_in": len(records), "kept": len(kept), "skipped": dict(sorted(skipped.items())),
-                        "skipped_total": sum(skipped.values()), "pii_masked": dict(sorted(masked.items()))})
-    log.info("kept %d of %d records; skipped %s", len(kept), len(records), dict(skipped) or "none")
+    write_json(LEFT_OUT, {"left_out": dropped})
+    skipped = reason_counts(dropped)
+    write_json(REPORT, {"records_in": len(records), "kept": len(kept), "skipped": skipped,
+                        "skipped_total": len(dropped), "pii_masked": dict(sorted(masked.items()))})
+    log.info("kept %d of %d records; left out %s (each listed in %s)", len(kept), len(records), skipped or "none", LEFT_OUT)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 Run:    dvc repro split             (or: python -m stages.split)
 Reads:  data/processed/qa.jsonl, params seed, split
 Writes: data/split/test.jsonl, data/split/dev.jsonl, data/split/train-<scale>.jsonl per scale
+        data/split/report.json, every train candidate dropped as a leak: reason, id, source,
+        file, line, an excerpt, and the dev or test record it repeats
         metrics/split.json (set sizes; train candidates dropped as leaks, by reason; and the
         check that no train subset repeats a test or dev question or answer word for word)
 
@@ -17,6 +19,7 @@ import logging
 from pathlib import Path
 
 from medqa_scale.cli import PipelineError, run
+from medqa_scale.dedup import reason_counts
 from medqa_scale.durable import atomic_path, read_jsonl, remove_stale, write_json, write_jsonl
 from medqa_scale.params import load_params, scale_size
 from medqa_scale.splitting import nested_subsets, split_records, verbatim_overlap
@@ -48,11 +51,13 @@ def main() -> None:
         write_jsonl(tmp / "dev.jsonl", dev)
         for label, subset in subsets.items():
             write_jsonl(tmp / f"train-{label}.jsonl", subset)
+        write_json(tmp / "report.json", {"left_out": dropped})
     verbatim = {label: verbatim_overlap(subset, test + dev) for label, subset in subsets.items()}
     write_json(REPORT, {"test": len(test), "dev": len(dev), "train_pool": len(pool), "train": sizes,
-                        "dropped_as_leaks": sum(dropped.values()), "dropped_by_reason": dict(sorted(dropped.items())),
+                        "dropped_as_leaks": len(dropped), "dropped_by_reason": reason_counts(dropped),
                         "verbatim_held_out_in_train": verbatim})
-    log.info("test %d, dev %d, train pool %d (dropped %s), scales %s", len(test), len(dev), len(pool), dict(dropped), sizes)
+    log.info("test %d, dev %d, train pool %d (dropped %s, each listed in %s), scales %s", len(test), len(dev), len(pool),
+             reason_counts(dropped), OUT / "report.json", sizes)
 
 
 if __name__ == "__main__":

@@ -157,11 +157,12 @@ class FakeHub:
         self._thread.join(timeout=5)
 
     def add_commit(self, repo_id: str, files: dict[str, bytes], ref: str | None = "main",
-                   repo_type: str = "model") -> str:
-        """Add a commit holding exactly `files` (its parent is `main`'s commit); move `ref` to it."""
+                   repo_type: str = "model", sha: str | None = None) -> str:
+        """Add a commit holding exactly `files` (its parent is `main`'s commit); move `ref` to it.
+        `sha` stands in for a real repo's commit that params pin."""
         assert repo_type in REPO_TYPES, repo_type
         repo = self.repos.setdefault((repo_type, repo_id), {"commits": {}, "refs": {}})
-        sha = commit_sha(files, parent=repo["refs"].get("main", ""))
+        sha = sha or commit_sha(files, parent=repo["refs"].get("main", ""))
         repo["commits"][sha] = dict(files)
         if ref:
             repo["refs"][ref] = sha

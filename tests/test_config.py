@@ -179,12 +179,13 @@ def test_study_profile_carries_the_experiment_plan(tmp_path):
                     lookup(p, key.replace("${item.method}", method))
 
 
-def test_study_profile_validates_but_for_the_users_data_file(tmp_path):
+def test_study_profile_validates_and_reads_a_public_set_at_a_pinned_commit(tmp_path):
     from medqa_scale.validation import validate
 
     p = compose(ROOT / "conf", tmp_path, ["profile=study"])
-    # The study's data file is the user's to supply until hub ingestion lands; nothing else is wrong.
-    assert [q.split(":")[0] for q in validate(p)] == ["data.sources.0.path"]
+    assert validate(p) == []
+    [source] = p["data"]["sources"]
+    assert source["hf"] == "FreedomIntelligence/Huatuo26M-Lite" and re.fullmatch(r"[0-9a-f]{40}", source["revision"])
 
 
 def test_lr_override_reaches_params_as_a_float(tmp_path):

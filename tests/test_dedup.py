@@ -5,7 +5,7 @@ Run: python -m pytest tests/test_dedup.py -q
 
 from __future__ import annotations
 
-from medqa_scale.dedup import deduplicate, fingerprint, leaks, shingles
+from medqa_scale.dedup import deduplicate, fingerprint, leaks, left_out, reason_counts, shingles
 
 BASE_ANSWER = "高血压患者应当低盐饮食，控制体重，规律测量血压，按时服用降压药物，不能自行停药，定期复查。"
 
@@ -29,9 +29,19 @@ def test_deduplicate_counts_exact_and_near_duplicates_and_keeps_the_first():
                rec("高血压要注意什么", BASE_ANSWER + " "),                       # exact after normalising
                rec("高血压要注意什么？", BASE_ANSWER.replace("定期复查", "定期去复查")),  # near
                rec("感冒了怎么办？", "多休息，多喝温水，注意保暖，症状加重请及时就医。")]
-    kept, counts = deduplicate(records, lambda r: r["question"] + "\n" + r["answer"], threshold=0.7, num_perm=128, seed=1)
+    kept, dropped = deduplicate(records, lambda r: r["question"] + "\n" + r["answer"], threshold=0.7, num_perm=128, seed=1)
     assert kept == [records[0], records[3]]
-    assert counts == {"exact_duplicate": 1, "near_duplicate": 1}
+    assert dropped == [(records[1], "exact_duplicate", records[0]), (records[2], "near_duplicate", records[0])]
+
+
+def test_a_left_out_entry_names_the_record_its_origin_and_what_it_repeats():
+    r = {"id": "a-7", "source": "web", "origin": {"file": "qa.csv", "location": "line 9"}, "question": "问" * 100, "answer": "答"}
+    kept = {"id": "b-1", "source": "hf", "origin": {"file": "x.jsonl", "location": "line 1"}}
+    assert left_out(r, "near_duplicate", kept) == {
+        "reason": "near_duplicate", "id": "a-7", "source": "web", "file": "qa.csv", "location": "line 9",
+        "excerpt": "问" * 60, "repeats": {"id": "b-1", "source": "hf", "file": "x.jsonl", "location": "line 1"}}
+    assert "repeats" not in left_out(r, "empty")
+    assert reason_counts([left_out(r, "empty"), left_out(r, "b"), left_out(r, "empty")]) == {"b": 1, "empty": 2}
 
 
 def test_leaks_compare_questions_and_answers_with_the_held_out_items():
@@ -43,7 +53,8 @@ def test_leaks_compare_questions_and_answers_with_the_held_out_items():
         rec("胃痛怎么办？", "规律饮食，少吃辛辣，必要时做胃镜检查。"),                            # clean
     ]
     assert leaks(candidates, held_out, threshold=0.7, num_perm=128, seed=1) == [
-        "question_repeats_held_out", "answer_repeats_held_out", "answer_near_held_out", None]
+        ("question_repeats_held_out", held_out[0]), ("answer_repeats_held_out", held_out[0]),
+        ("answer_near_held_out", held_out[0]), None]
 
 
 def test_signatures_are_datasketchs_affine32_minhash_with_our_3gram_hash():

@@ -179,6 +179,12 @@ def test_a_field_mapping_overrides_detection(tmp_path):
     assert examples(result) == [(Q, A)]
 
 
+def test_a_field_mapping_may_name_only_the_department(tmp_path):
+    path = write(tmp_path / "qa.jsonl", jsonl([{"question": Q, "answer": A, "label": "内科", "department": "decoy"}]))
+    result = read_file(path, fields={"department": "label"})
+    assert examples(result) == [(Q, A)] and result.conversations[0]["department"] == "内科"
+
+
 @pytest.mark.parametrize("obj,reason", [
     (["not", "a", "dict"], "not_an_object"),
     ({"title": "x"}, "unknown_shape"),

@@ -116,6 +116,18 @@ def test_nested_splits_and_no_leak(repo, first_run):
     assert report["verbatim_held_out_in_train"] == {s: {"questions": 0, "answers": 0} for s in SCALES}
 
 
+@pytest.mark.parametrize("listing,counts", [("data/processed/report.json", "metrics/preprocess.json"),
+                                            ("data/split/report.json", "metrics/split.json")])
+def test_every_record_left_out_is_listed_with_its_origin(repo, first_run, listing, counts):
+    left_out = json.loads((repo / listing).read_text(encoding="utf-8"))["left_out"]
+    assert left_out  # the built-in corpus has near duplicates and near leaks to remove
+    counted = json.loads((repo / counts).read_text())
+    assert len(left_out) == counted.get("skipped_total", counted.get("dropped_as_leaks"))
+    for entry in left_out:
+        assert entry["source"] == "builtin" and entry["file"] == "generator" and entry["location"].startswith("item ")
+        assert entry["reason"] and entry["excerpt"]
+
+
 def test_adapter_trained_and_only_the_adapter_saved(repo, first_run):
     weights = load_file(repo / "models/adapters/lora-400/adapter_model.safetensors")
     assert weights and all("lora_" in k for k in weights)

@@ -9,6 +9,7 @@ import copy
 
 import pytest
 
+from medqa_scale.dedup import reason_counts
 from medqa_scale.chat import IGNORE_INDEX, encode_example, to_messages
 from medqa_scale.preprocessing import clean_records, preprocess_records
 
@@ -35,8 +36,8 @@ def params(**changes) -> dict:
 
 def test_kept_records_carry_their_chat_and_token_counts(tokenizer):
     raw = record(1, "\u3000头痛  怎么办？<br>", "多休息。\n", history=[("你好", "请讲。")])
-    kept, skipped, masked = preprocess_records([raw], tokenizer, P, seed=0)
-    assert not skipped and not masked
+    kept, dropped, masked = preprocess_records([raw], tokenizer, P, seed=0)
+    assert not dropped and not masked
     [r] = kept
     assert r["question"] == "头痛 怎么办？" and r["answer"] == "多休息。"  # cleaned
     assert r["messages"] == to_messages("头痛 怎么办？", "多休息。", SYSTEM, history=[["你好", "请讲。"]])
@@ -54,24 +55,33 @@ def test_every_record_left_out_is_counted_by_reason(tokenizer):
                record(4, "  ", answer), record(5, "痛", answer),                              # empty, too short
                record(6, long_text, answer), record(7, "咳嗽怎么办？", long_text),              # too long (chars)
                record(8, "腹泻怎么办？", "补液。"), record(9, "胃痛怎么办？" * 20, "少吃辛辣。")]    # tokens: source too long
-    kept, skipped, _ = preprocess_records(records, tokenizer, params(max_source_len=64), seed=0)
+    for i, r in enumerate(records):
+        r["origin"] = {"file": "qa.jsonl", "location": f"line {i + 1}"}
+    kept, dropped, _ = preprocess_records(records, tokenizer, params(max_source_len=64), seed=0)
     assert [r["id"] for r in kept] == ["1", "8"]
-    assert skipped == {"exact_duplicate": 2, "empty": 1, "question_too_short": 1, "question_too_long": 1,
-                       "answer_too_long": 1, "source_too_long": 1}
-    assert len(kept) + sum(skipped.values()) == len(records)
+    assert kept[0]["origin"] == {"file": "qa.jsonl", "location": "line 1"}
+    assert reason_counts(dropped) == {"exact_duplicate": 2, "empty": 1, "question_too_short": 1, "question_too_long": 1,
+                                      "answer_too_long": 1, "source_too_long": 1}
+    assert len(kept) + len(dropped) == len(records)
+    # Every record left out is listed with its line; a duplicate also with the line it repeats.
+    assert sorted((d["location"], d["reason"]) for d in dropped) == [
+        ("line 2", "exact_duplicate"), ("line 3", "exact_duplicate"), ("line 4", "empty"), ("line 5", "question_too_short"),
+        ("line 6", "question_too_long"), ("line 7", "answer_too_long"), ("line 9", "source_too_long")]
+    assert {d["repeats"]["location"] for d in dropped if "repeats" in d} == {"line 1"}
 
 
 def test_near_duplicates_across_sources_are_removed(tokenizer):
     answer = "高血压患者应当低盐饮食，控制体重，规律测量血压，按时服用降压药物，不能自行停药，定期复查。"
     records = [record(1, "高血压平时要注意什么？", answer),
                {**record(2, "高血压平时要注意什么？", answer.replace("定期复查", "定期去复查")), "source": "other"}]
-    kept, skipped, _ = preprocess_records(records, tokenizer, params(near_duplicate_threshold=0.8), seed=0)
-    assert [r["id"] for r in kept] == ["1"] and skipped == {"near_duplicate": 1}
+    kept, dropped, _ = preprocess_records(records, tokenizer, params(near_duplicate_threshold=0.8), seed=0)
+    assert [r["id"] for r in kept] == ["1"]
+    assert [(d["reason"], d["id"], d["source"], d["repeats"]["id"]) for d in dropped] == [("near_duplicate", "2", "other", "1")]
 
 
 def test_history_can_be_dropped_and_personal_data_masked():
     raw = [record(1, "我电话13812345678，头痛怎么办？", "请发邮件到 a@b.com 预约。", history=[("你好", "请讲。")])]
-    [r], skipped, masked = clean_records(raw, params(history="drop", mask_pii=True))
-    assert r["history"] == [] and not skipped
+    [r], dropped, masked = clean_records(raw, params(history="drop", mask_pii=True))
+    assert r["history"] == [] and not dropped
     assert r["question"] == "我电话[手机号]，头痛怎么办？" and r["answer"] == "请发邮件到 [邮箱] 预约。"
     assert masked == {"mobile": 1, "email": 1}

@@ -108,6 +108,24 @@ def test_an_hf_dataset_source_reads_the_raw_files_at_the_resolved_commit(hub_env
     assert read.records[0]["origin"] == {"file": "data/train.jsonl", "location": "line 1"}
 
 
+def test_the_study_source_reads_a_stand_in_of_huatuo26m_lite_at_the_pinned_commit(hub_env, tmp_path):
+    # The repo's layout and record shape (dataset_infos.json: id, answer, score, label, question,
+    # related_diseases), served at the commit conf/config.yaml pins.
+    [source] = read_yaml(ROOT / "conf/config.yaml")["data"]["sources"]
+    rows = [{"id": i, "answer": f"{A}{i}", "score": 5, "label": "内科", "question": f"{Q}{i}", "related_diseases": "头痛"}
+            for i in range(3)]
+    hub_env.add_commit(source["hf"], {"format_data.jsonl": jsonl(rows).encode(), "README.md": b"---\nlicense: apache-2.0\n---\n",
+                                      "my_dataset.py": b"raise SystemExit('scripts are not run')\n"},
+                       repo_type="dataset", sha=source["revision"])
+    hub_env.add_commit(source["hf"], {"format_data.jsonl": b"{}\n"}, repo_type="dataset")  # main moves on; the pin holds
+
+    read = read_source(source, tmp_path, seed=0)
+
+    assert read.name == "huatuo26m-lite" and read.provenance["resolved_commit"] == source["revision"]
+    assert [(r["question"], r["answer"], r["department"]) for r in read.records] == [(f"{Q}{i}", f"{A}{i}", "内科") for i in range(3)]
+    assert list(read.files) == ["format_data.jsonl"] and not read.problems
+
+
 def test_multi_turn_items_keep_their_history(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     Path("data/external").mkdir(parents=True)

@@ -5,8 +5,8 @@ and drops leaked questions and answers, and the nested train subsets. Run: pytho
 from __future__ import annotations
 
 import copy
-from collections import Counter
 
+from medqa_scale.dedup import fingerprint, reason_counts
 from medqa_scale.params import scale_size
 from medqa_scale.splitting import held_out_first, nested_subsets, split_records, verbatim_overlap
 
@@ -27,7 +27,7 @@ def test_split_records_is_deterministic_and_sized():
     records = _records(100)
     original = copy.deepcopy(records)
     a, b = split(records), split(records)
-    assert [_ids(x) for x in a[:3]] == [_ids(x) for x in b[:3]] and a[3] == b[3] == Counter()
+    assert [_ids(x) for x in a[:3]] == [_ids(x) for x in b[:3]] and a[3] == b[3] == []
     assert records == original  # input is not shuffled in place
     test, dev, pool, dropped = a
     assert (len(test), len(dev), len(pool)) == (10, 15, 75)
@@ -54,8 +54,16 @@ def test_split_records_drops_train_records_that_repeat_a_held_out_question_or_an
     held = test + dev
     assert len(test) == 8 and len(dev) == 7
     assert verbatim_overlap(pool, held) == {"questions": 0, "answers": 0}
-    assert set(dropped) <= {"question_repeats_held_out", "answer_repeats_held_out"} and dropped
-    assert len(test) + len(dev) + len(pool) + sum(dropped.values()) == len(records)
+    assert set(reason_counts(dropped)) <= {"question_repeats_held_out", "answer_repeats_held_out"} and dropped
+    assert len(test) + len(dev) + len(pool) + len(dropped) == len(records)
+    # Each entry names the dropped record and the held-out record it repeats.
+    by_id = {r["id"]: r for r in records}
+    held_ids = set(_ids(held))
+    for entry in dropped:
+        twin, match = by_id[entry["id"]], by_id[entry["repeats"]["id"]]
+        assert entry["id"][1:] == match["id"][1:] and match["id"] in held_ids  # a record and its twin
+        field = entry["reason"].split("_")[0]
+        assert fingerprint(twin[field]) == fingerprint(match[field])
 
 
 def test_records_with_groups_are_held_out_whole_groups():
@@ -66,14 +74,17 @@ def test_records_with_groups_are_held_out_whole_groups():
     held_groups = {r["group"] for r in test + dev}
     assert len(test) == 12 and len(dev) == 8
     assert not {r["group"] for r in pool} & held_groups
-    assert set(dropped) <= {"group_held_out", "question_near_held_out"}  # these questions are alike
-    assert len(test) + len(dev) + len(pool) + sum(dropped.values()) == len(records)
+    assert set(reason_counts(dropped)) <= {"group_held_out", "question_near_held_out"}  # these questions are alike
+    assert len(test) + len(dev) + len(pool) + len(dropped) == len(records)
+    by_id = {r["id"]: r for r in records}
+    for entry in (e for e in dropped if e["reason"] == "group_held_out"):
+        assert by_id[entry["id"]]["group"] == by_id[entry["repeats"]["id"]]["group"] in held_groups
 
 
 def test_held_out_first_without_groups_is_one_shuffle():
     records = _records(30)
     held, rest, straddling = held_out_first(records, 5, seed=9)
-    assert len(held) == 5 and len(rest) == 25 and straddling == 0
+    assert len(held) == 5 and len(rest) == 25 and straddling == []
     assert sorted(_ids(held + rest)) == _ids(records)
 
 

@@ -251,6 +251,8 @@ def test_a_scale_bigger_than_the_data_is_reported(params):
     ({"url": "ftp://x.org/a.csv"}, "data.sources.0.url", "should match"),
     ({"builtin": 100, "sha256": "ab"}, "data.sources.0.sha256", "should match"),
     ({"path": "data/external/README.md", "format": "xml"}, "data.sources.0.format", "jsonl"),
+    ({"builtin": 100, "fields": {"question": "q"}}, "data.sources.0.fields", "question and answer together"),
+    ({"builtin": 100, "fields": {"dept": "label"}}, "data.sources.0.fields.dept", "not a known key"),
 ])
 def test_each_bad_source_is_reported_with_its_key(params, source, key, fragment):
     params["data"]["sources"] = [source]
