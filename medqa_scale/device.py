@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import resource
+import threading
 
 
 def device() -> str:
@@ -42,3 +44,65 @@ def peak_memory_mb() -> float:
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+CUDA_PEAK = "cuda_max_allocated"
+CPU_GROWTH = "cpu_rss_growth_over_loaded_model"
+
+
+class PeakMemory:
+    """Peak memory of one phase (training, generation), measured from `start()` on.
+
+    On a GPU: CUDA's max allocated, reset at start. On CPU: the growth of the process's
+    resident memory over what it held at start (the loaded model), sampled every few
+    milliseconds by a thread: activations are freed before a step ends, so sampling only
+    between steps would miss them, and the lifetime peak RSS mostly measures torch itself.
+    `kind` names which of the two a figure is.
+    """
+
+    def __init__(self, interval_s: float = 0.005):
+        import torch
+
+        self.kind = CUDA_PEAK if torch.cuda.is_available() else CPU_GROWTH
+        self._interval = interval_s
+        self._baseline = self._peak = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> PeakMemory:
+        import torch
+
+        if self.kind == CUDA_PEAK:
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            self._baseline = self._peak = _rss_bytes()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._peak = max(self._peak, _rss_bytes())
+
+    def mb(self) -> float:
+        """The peak so far, in MiB."""
+        import torch
+
+        if self.kind == CUDA_PEAK:
+            return torch.cuda.max_memory_allocated() / 2**20
+        self._peak = max(self._peak, _rss_bytes())
+        return (self._peak - self._baseline) / 2**20
+
+    def stop(self) -> float:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        return self.mb()
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:  # cheaper than psutil at a 5 ms period
+        return int(f.read().split()[1]) * _PAGE

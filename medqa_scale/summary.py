@@ -21,9 +21,10 @@ def results_table(runs: list[tuple[str, str]], train_dir: Path, evaluate_dir: Pa
         t = read_json(train_dir / f"{run}.json")
         rows.append({"run": run, "method": method, "scale": scale, "n_train": scale_size(scale),
                      **_eval_columns(evaluate_dir, run),
-                     "train_runtime": t["train_runtime"], "train_tokens_per_second": t["tokens_per_second"],
-                     "train_peak_memory_mb": t["peak_memory_mb"], "best_eval_loss": t["best_eval_loss"],
-                     "trainable_params": t["trainable_params"]})
+                     "train_runtime_s": t["train_runtime_s"], "train_tokens_per_second": t["tokens_per_second"],
+                     "train_peak_memory_mb": t["peak_memory_mb"], "train_peak_memory_kind": t["peak_memory_kind"],
+                     "best_eval_loss": t["best_eval_loss"], "trainable_params": t["trainable_params"],
+                     "produced_on": t["produced_on"]})
     return pd.DataFrame(rows)
 
 
@@ -36,14 +37,14 @@ def _eval_columns(evaluate_dir: Path, run: str) -> dict:
 def loss_curves(runs: list[tuple[str, int]], dvclive_dir: Path) -> pd.DataFrame:
     """Long table run/series/samples_seen/loss from each run's DVCLive logs.
 
-    DVCLive counts one step per Trainer log; its epoch log maps that to training samples seen,
-    which puts runs of every scale on one axis.
+    Steps are optimizer steps; the epoch logged at each maps it to training samples seen, which
+    puts runs of every scale on one axis.
     """
     frames = []
     for run, n_train in runs:
         metrics = dvclive_dir / run / "plots" / "metrics"
         epochs = pd.read_csv(metrics / "epoch.tsv", sep="\t")
-        for series, name in (("train", "loss.tsv"), ("eval", "eval/loss.tsv")):
+        for series, name in (("train", "train/loss.tsv"), ("eval", "eval/loss.tsv")):
             df = pd.read_csv(metrics / name, sep="\t").merge(epochs, on="step")
             frames.append(df.assign(run=run, series=series, samples_seen=df.epoch * n_train)
                           [["run", "series", "samples_seen", "loss"]])

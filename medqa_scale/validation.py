@@ -3,7 +3,7 @@
 The check_params stage calls `check_params()` before any other stage runs. Types, ranges and
 unknown keys are declared as pydantic models, one per params section, which report every error
 with its key path; `project_problems()` adds the rules only this project can make (a scale
-bigger than the data, a batch for every method, field names of the library classes that a
+bigger than the data, method args for every method, field names of the library classes that a
 section is passed to).
 
 No other stage imports this module, so editing a rule here reruns check_params alone: while the
@@ -23,16 +23,20 @@ from medqa_scale.params import METHODS, PARAMS_FILE, SOURCE_KINDS, read_yaml, sc
 
 # TrainingArguments fields the pipeline sets itself, from the params named here.
 RESERVED_TRAINING_ARGS = {
-    "output_dir": "it is models/checkpoints/<run>",
+    "output_dir": "it is models/checkpoints/<run>-<key>",
     "learning_rate": "set train.lr",
-    "per_device_train_batch_size": "set train.batch.<method>",
-    "gradient_accumulation_steps": "set train.batch.<method>",
+    "per_device_train_batch_size": "set train.method_args.<method>",
+    "gradient_accumulation_steps": "set train.method_args.<method>",
     "bf16": "set precision",
     "fp16": "set precision",
     "seed": "set the top-level seed",
     "data_seed": "set the top-level seed",
     "report_to": "training curves always go to dvclive/<run>",
     "use_cpu": "the device is chosen from what is available",
+    "resume_from_checkpoint": "a killed run resumes from its last complete checkpoint by itself",
+    "logging_nan_inf_filter": "a NaN or infinite loss always stops the run",
+    "include_num_input_tokens_seen": "tokens/s always counts real (non-padding) tokens",
+    "ddp_backend": "nccl on GPUs, gloo on CPU; set train.num_processes",
 }
 MISSING_FIX = "missing; add it to conf/ (see conf/config.yaml) and recompose params.yaml with `dvc exp run`"
 
@@ -162,7 +166,7 @@ class Quantization(LibrarySection):  # transformers.BitsAndBytesConfig fields
     bnb_4bit_compute_dtype: Literal["auto", "float32", "bfloat16", "float16"]
 
 
-class Batch(Section):
+class MethodArgs(LibrarySection):  # transformers.TrainingArguments fields for one method
     per_device_train_batch_size: int = PositiveInt
     gradient_accumulation_steps: int = PositiveInt
 
@@ -177,7 +181,11 @@ class TrainArgs(LibrarySection):  # transformers.TrainingArguments fields
 
 class Train(Section):
     lr: float = Field(gt=0)
-    batch: dict[str, Batch]
+    kl_beta: float = Field(ge=0)
+    padding_free: bool
+    num_processes: int = PositiveInt
+    tensorboard: bool
+    method_args: dict[str, MethodArgs]
     args: TrainArgs
 
 
@@ -285,10 +293,10 @@ def project_problems(p: dict) -> list[str]:
     if isinstance(methods, list):
         if len(set(map(str, methods))) != len(methods):
             bad("methods", f"methods repeat: {methods}")
-        batch = train.get("batch")
-        for m in (m for m in methods if m in METHODS and isinstance(batch, dict)):
-            if m not in batch:
-                bad(f"train.batch.{m}", "missing: give per_device_train_batch_size and gradient_accumulation_steps")
+        method_args = train.get("method_args")
+        for m in (m for m in methods if m in METHODS and isinstance(method_args, dict)):
+            if m not in method_args:
+                bad(f"train.method_args.{m}", "missing: give per_device_train_batch_size and gradient_accumulation_steps")
 
     problems += _library_field_problems(p)
     return problems
@@ -340,17 +348,21 @@ def _library_field_problems(p: dict) -> list[str]:
     from transformers import BitsAndBytesConfig, TrainingArguments
 
     problems = []
-    for key, section, cls in (("lora", p.get("lora"), LoraConfig),
-                              ("quantization", p.get("quantization"), BitsAndBytesConfig),
-                              ("train.args", _mapping(p, "train").get("args"), TrainingArguments)):
+    train = _mapping(p, "train")
+    sections = [("lora", p.get("lora"), LoraConfig), ("quantization", p.get("quantization"), BitsAndBytesConfig),
+                ("train.args", train.get("args"), TrainingArguments)]
+    sections += [(f"train.method_args.{m}", args, TrainingArguments) for m, args in _mapping(train, "method_args").items()]
+    for key, section, cls in sections:
         if not isinstance(section, dict):
             continue
         fields = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
         for name in sorted(set(section) - fields):
             problems.append(f"{key}.{name}: not a field of {cls.__name__}, which this section is passed to; check its spelling")
-        if key == "train.args":
-            for name in sorted(set(section) & set(RESERVED_TRAINING_ARGS)):
-                problems.append(f"train.args.{name}: set by the pipeline: {RESERVED_TRAINING_ARGS[name]}")
+        if key.startswith("train."):
+            reserved = set(RESERVED_TRAINING_ARGS) - ({"per_device_train_batch_size", "gradient_accumulation_steps"}
+                                                      if key != "train.args" else set())
+            for name in sorted(set(section) & reserved):
+                problems.append(f"{key}.{name}: set by the pipeline: {RESERVED_TRAINING_ARGS[name]}")
     return problems
 
 

@@ -138,14 +138,14 @@ def test_check_params_depends_on_every_param_and_gates_every_stage():
 
 
 def test_lora_stages_do_not_depend_on_qlora_knobs():
-    # The matrix resolves ${item.method}: lora reads train.batch.lora and a quantization file
-    # that holds null, qlora reads train.batch.qlora and the 4-bit settings.
+    # The matrix resolves ${item.method}: lora reads train.method_args.lora and a quantization
+    # file that holds null, qlora reads train.method_args.qlora and the 4-bit settings.
     spec = dvc_yaml()["stages"]
     for group in ("train", "evaluate"):
         params = spec[group]["params"]
-        assert "quantization" not in params and "train" not in params and "train.batch" not in params
+        assert "quantization" not in params and "train" not in params and "train.method_args" not in params
         assert "data/params/quantization-${item.method}.json" in spec[group]["deps"]
-    assert "train.batch.${item.method}" in spec["train"]["params"]
+    assert "train.method_args.${item.method}" in spec["train"]["params"]
     assert not any("quantization" in str(x) for x in spec["evaluate_base"]["params"] + spec["evaluate_base"]["deps"])
 
 
@@ -163,8 +163,9 @@ def test_study_profile_carries_the_experiment_plan(tmp_path):
     assert [scale_size(s) for s in p["split"]["scales"]] == [20000, 50000, 100000]
     assert p["lora"]["r"] == 8 and p["lora"]["lora_alpha"] == 32 and p["lora"]["lora_dropout"] == 0.1
     assert p["lora"]["target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj"]
-    assert p["train"]["batch"]["lora"] == {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 4}
-    assert p["train"]["batch"]["qlora"] == {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 2}
+    assert p["train"]["method_args"]["lora"] == {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 4}
+    assert p["train"]["method_args"]["qlora"] == {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 2,
+                                                  "activation_checkpointing": True, "optim": "paged_adamw_8bit"}
     assert p["train"]["lr"] == pytest.approx(1e-4) and isinstance(p["train"]["lr"], float)
     args = p["train"]["args"]
     assert args["num_train_epochs"] == 3 and args["warmup_steps"] == 0.1

@@ -15,9 +15,12 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -57,8 +60,8 @@ def small_params() -> dict:
     p["split"].update(scales=["64"], dev_size=16, test_size=8)
     p["data"]["sources"] = [{"builtin": 200}]
     p["train"]["lr"] = 1.0e-2
-    p["train"]["batch"] = {m: {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1}
-                           for m in ("lora", "qlora")}
+    p["train"]["method_args"] = {m: {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1}
+                                 for m in ("lora", "qlora")}
     p["train"]["args"].update(eval_steps=2, save_steps=2, save_total_limit=2, logging_steps=1,
                               per_device_eval_batch_size=16, disable_tqdm=True)
     p["evaluate"].update(batch_size=8, max_new_tokens=8)
@@ -154,7 +157,8 @@ def test_train_writes_its_outputs_and_removes_what_a_killed_run_left(trained):
 
 
 def test_train_keeps_the_best_checkpoint_not_the_last(trained):
-    checkpoints = sorted((trained / "models/checkpoints/lora-64").glob("checkpoint-*"),
+    [scratch] = (trained / "models/checkpoints").glob("lora-64-*")
+    checkpoints = sorted(scratch.glob("checkpoint-*"),
                          key=lambda p: int(p.name.split("-")[1]))
     losses = eval_losses(checkpoints[-1])
     best_step = min(losses, key=losses.get)
@@ -165,8 +169,8 @@ def test_train_keeps_the_best_checkpoint_not_the_last(trained):
     assert metrics["best_step"] == best_step and metrics["best_eval_loss"] == pytest.approx(losses[best_step])
 
     saved = load_file(trained / "models/adapters/lora-64/adapter_model.safetensors")
-    best = load_file(trained / f"models/checkpoints/lora-64/checkpoint-{best_step}/adapter_model.safetensors")
-    last = load_file(trained / f"models/checkpoints/lora-64/checkpoint-{last_step}/adapter_model.safetensors")
+    best = load_file(scratch / f"checkpoint-{best_step}/adapter_model.safetensors")
+    last = load_file(scratch / f"checkpoint-{last_step}/adapter_model.safetensors")
     assert set(saved) == set(best) == set(last)
     assert all((saved[k] == best[k]).all() for k in saved)
     assert any((saved[k] != last[k]).any() for k in saved)
@@ -179,6 +183,88 @@ def test_evaluate_scores_the_trained_adapter(trained):
     assert len(lines) == 8 and set(json.loads(lines[0])) == {"id", "question", "reference", "prediction"}
     metrics = json.loads((trained / "metrics/evaluate/lora-64.json").read_text())
     assert metrics["n_test"] == 8 and 0 <= metrics["rouge-l"] <= 100
+
+
+def copy_workspace(workspace: Path, dest: Path, **args) -> Path:
+    """The workspace's base model, data and params (train.args updated with `args`), checked."""
+    for part in ("models/base", "data/split"):
+        shutil.copytree(workspace / part, dest / part)
+    p = small_params()
+    p["train"]["args"].update(args)
+    write_params(dest, p)
+    assert stage(dest, "stages.check_params").returncode == 0
+    return dest
+
+
+def test_a_killed_run_resumes_from_its_last_complete_checkpoint(workspace, tmp_path):
+    args = {"num_train_epochs": 3}  # 24 steps, a checkpoint every 2
+    whole = copy_workspace(workspace, tmp_path / "whole", **args)
+    assert stage(whole, "stages.train", "lora-64").returncode == 0
+    killed = copy_workspace(workspace, tmp_path / "killed", **args)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "stages.train", "lora-64"], cwd=killed, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while proc.poll() is None and not list((killed / "models/checkpoints").glob("lora-64-*/checkpoint-6/complete.json")):
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (killed / "models/adapters/lora-64").exists()
+
+    again = stage(killed, "stages.train", "lora-64")
+    assert again.returncode == 0, again.stderr[-3000:]
+    step = int(re.search(r"resuming lora-64 from step (\d+)", again.stderr).group(1))
+    metrics = json.loads((killed / "metrics/train/lora-64.json").read_text())
+    reference = json.loads((whole / "metrics/train/lora-64.json").read_text())
+    assert step >= 6 and metrics["resumed_from_step"] == step and metrics["global_steps"] == 24
+    assert metrics["best_eval_loss"] == pytest.approx(reference["best_eval_loss"], rel=0.02)
+    steps = [json.loads(line)["step"] for line in (killed / "dvclive/lora-64/steps.jsonl").read_text().splitlines()
+             if "loss" in json.loads(line)]
+    assert steps == list(range(1, 25))  # every step logged once, before and after the kill
+    assert reference["resumed_from_step"] == 0 and metrics["train_runtime_s"] > 0
+
+
+def test_two_processes_train_with_ddp_on_cpu_and_only_rank_0_writes(workspace, tmp_path):
+    ws = copy_workspace(workspace, tmp_path / "ddp", num_train_epochs=2)
+    p = read_yaml(ws / "params.yaml")
+    p["train"]["num_processes"] = 2
+    p["train"]["method_args"]["lora"]["per_device_train_batch_size"] = 4  # 2 x 4: the same 8 samples a step
+    write_params(ws, p)
+    assert stage(ws, "stages.check_params").returncode == 0
+    proc = stage(ws, "stages.train", "lora-64")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "with 2 processes" in proc.stderr and proc.stderr.count("best eval loss") == 1  # rank 0 reports alone
+    info = json.loads((ws / "metrics/runinfo/train-lora-64.json").read_text())
+    assert info["training_arguments"]["ddp_backend"] == "gloo"
+    logged = [json.loads(line) for line in (ws / "dvclive/lora-64/steps.jsonl").read_text().splitlines()]
+    losses = [e["loss"] for e in logged if "loss" in e]
+    assert [e["step"] for e in logged if "loss" in e] == list(range(1, 17))  # each step once, not once per rank
+    assert sum(losses[-4:]) < sum(losses[:4])  # it learns
+    assert json.loads((ws / "metrics/train/lora-64.json").read_text())["global_steps"] == 16
+    assert (ws / "models/adapters/lora-64/adapter_model.safetensors").exists()
+
+
+def test_tensorboard_event_files_land_beside_the_curves_when_asked(workspace, tmp_path):
+    ws = copy_workspace(workspace, tmp_path / "tb")
+    p = read_yaml(ws / "params.yaml")
+    p["train"]["tensorboard"] = True
+    write_params(ws, p)
+    assert stage(ws, "stages.check_params").returncode == 0
+    proc = stage(ws, "stages.train", "lora-64")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [events] = (ws / "dvclive/lora-64/tensorboard").glob("events.out.tfevents.*")
+    assert events.stat().st_size > 0
+
+
+def test_a_nan_loss_stops_the_run_with_a_message_and_no_adapter(workspace, tmp_path):
+    ws = copy_workspace(workspace, tmp_path / "nan")
+    p = read_yaml(ws / "params.yaml")
+    p["train"]["lr"] = 1.0e8
+    write_params(ws, p)
+    assert stage(ws, "stages.check_params").returncode == 0
+    proc = stage(ws, "stages.train", "lora-64")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert re.search(r"(loss|grad_norm) became (nan|inf) at step \d+.*lower train.lr", proc.stderr)
+    assert not (ws / "models/adapters/lora-64").exists() and not (ws / "metrics/train/lora-64.json").exists()
 
 
 # --- the bases the stages load ----------------------------------------------------------------

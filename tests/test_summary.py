@@ -21,7 +21,8 @@ def write_run(root: Path, run: str, rouge_l: float, train: bool = True) -> None:
     (root / "evaluate" / f"{run}.json").write_text(json.dumps(scores))
     if train:
         (root / "train" / f"{run}.json").write_text(json.dumps({
-            "train_runtime": 12.5, "tokens_per_second": 900.0, "peak_memory_mb": 750.0,
+            "train_runtime_s": 12.5, "tokens_per_second": 900.0, "peak_memory_mb": 750.0,
+            "peak_memory_kind": "cuda_max_allocated", "produced_on": "Qwen/Qwen2.5-3B-Instruct, bf16 on NVIDIA H100",
             "best_eval_loss": 2.0, "trainable_params": 1000}))
 
 
@@ -43,7 +44,7 @@ def test_results_table_has_the_base_row_first_and_one_row_per_run(metrics):
     assert list(table.n_train) == [0, 1000, 2000, 1000, 2000]
     assert list(table.method) == ["base", "lora", "lora", "qlora", "qlora"]
     assert table.loc[2, "rouge-l"] == 48.0 and table.loc[2, "bleu"] == 24.0
-    assert table.loc[1, "train_runtime"] == 12.5 and table.loc[1, "train_peak_memory_mb"] == 750.0
+    assert table.loc[1, "train_runtime_s"] == 12.5 and table.loc[1, "train_peak_memory_mb"] == 750.0
     assert set(QUALITY) <= set(table.columns)
 
 
@@ -59,8 +60,9 @@ def test_loss_curves_put_every_scale_on_the_samples_seen_axis(tmp_path):
     for run in ("lora-1k", "lora-2k"):
         d = tmp_path / run / "plots" / "metrics"
         (d / "eval").mkdir(parents=True)
+        (d / "train").mkdir(parents=True)
         (d / "epoch.tsv").write_text("step\tepoch\n0\t0.5\n1\t1.0\n")
-        (d / "loss.tsv").write_text("step\tloss\n0\t3.0\n1\t2.0\n")
+        (d / "train" / "loss.tsv").write_text("step\tloss\n0\t3.0\n1\t2.0\n")
         (d / "eval" / "loss.tsv").write_text("step\tloss\n1\t2.5\n")
     curves = loss_curves([("lora-1k", 1000), ("lora-2k", 2000)], tmp_path)
     train = curves[(curves.run == "lora-2k") & (curves.series == "train")]

@@ -276,9 +276,9 @@ def test_valid_sources_of_every_kind(params):
 @pytest.mark.parametrize("method", METHODS)
 def test_a_method_without_its_batch_is_reported(params, method):
     params["methods"] = list(METHODS)
-    del params["train"]["batch"][method]
+    del params["train"]["method_args"][method]
     problems = validate(params)
-    assert _keys(problems) == [f"train.batch.{method}"]
+    assert _keys(problems) == [f"train.method_args.{method}"]
     assert "missing" in problems[0]
 
 
