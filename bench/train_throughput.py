@@ -16,8 +16,9 @@ the eval loss each reaches on data/split/dev.jsonl.
 
 --arch qwen2.5-3b: Qwen2.5-3B-Instruct's architecture from its config with random weights, so
 nothing is downloaded; LoRA and QLoRA (4-bit NF4) tokens/s and peak memory at --seq-len tokens
-per sample, batch --batch. On a GPU at full depth in bf16; on CPU at --layers layers (default 2),
-fp32, so that it runs here.
+per sample, batch --batch, with activation checkpointing. On a GPU at full depth in bf16 (1024
+tokens, batch 4); on CPU at --layers layers (default 2) in fp32 (128 tokens, batch 2), so that it
+runs here.
 """
 
 from __future__ import annotations
@@ -45,9 +46,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--arch", choices=["builtin", "qwen2.5-3b"], default="builtin")
     parser.add_argument("--layers", type=int, default=None, help="qwen2.5-3b depth (default: 36 on GPU, 2 on CPU)")
-    parser.add_argument("--seq-len", type=int, default=512)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--seq-len", type=int, default=None, help="default: 1024 on GPU, 128 on CPU")
+    parser.add_argument("--batch", type=int, default=None, help="default: 4 on GPU, 2 on CPU")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps after one warm-up (default: 5 on GPU, 2 on CPU)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.arch == "builtin":
@@ -120,10 +121,11 @@ def train_once(setup: str, p: dict, tokenizer, train, dev) -> tuple[float, float
 # --- Qwen2.5-3B's architecture ----------------------------------------------------------------------
 
 
-def architecture_costs(layers: int | None, seq_len: int, batch: int, steps: int) -> None:
+def architecture_costs(layers: int | None, seq_len: int | None, batch: int | None, steps: int | None) -> None:
     import torch
 
     on_gpu = torch.cuda.is_available()
+    seq_len, batch, steps = seq_len or (1024 if on_gpu else 128), batch or (4 if on_gpu else 2), steps or (5 if on_gpu else 2)
     depth = layers or (QWEN25_3B["num_hidden_layers"] if on_gpu else 2)
     precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if on_gpu else "fp32"
     print(f"Qwen2.5-3B architecture, {depth} of 36 layers, random weights, {precision} on "
@@ -150,7 +152,7 @@ def lora_steps(method: str, depth: int, precision: str, seq_len: int, batch: int
         quantization = p["quantization"] if method == "qlora" else None
         model = load_base_model(Path(tmp), quantization=quantization, precision=precision, trust_remote_code=False)
     model = add_trainable_adapter(model, p["lora"], quantized=quantization is not None, gradient_checkpointing=True)
-    model.gradient_checkpointing_enable()
+    model.activation_checkpointing_enable()
     device = next(model.parameters()).device
     optimizer = torch.optim.AdamW([w for w in model.parameters() if w.requires_grad], lr=1e-4)
     ids = torch.randint(0, QWEN25_3B["vocab_size"], (batch, seq_len), device=device)
