@@ -1,4 +1,10 @@
-"""Greedy, batched answers to chats, and the speed they were produced at."""
+"""Greedy, batched answers to chats, and the speed they were produced at.
+
+The decoding settings come from params alone (`evaluate.generation`, GenerationConfig fields):
+transformers would otherwise fill unset fields from the model's own generation_config (for
+Qwen2.5-Instruct, repetition_penalty 1.05 and sampling), so the model's is replaced for the run.
+Answers stop at the token that ends an assistant turn in the chat template.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +14,43 @@ from tqdm.auto import tqdm
 
 from medqa_scale.chat import prompt_ids
 
+GREEDY = {"do_sample": False, "num_beams": 1, "repetition_penalty": 1.0}
 
-def generate_answers(model, tokenizer, chats: list[list[dict]], batch_size: int, max_new_tokens: int):
-    """Greedy answers in input order, and the speed they were produced at."""
-    import torch
+
+def generation_config(tokenizer, settings: dict, max_new_tokens: int):
+    """A GenerationConfig of `settings` (GenerationConfig fields over GREEDY) that stops at the
+    chat template's end-of-turn token and at the tokenizer's end-of-sequence token."""
     from transformers import GenerationConfig
+
+    stop = [turn_end_id(tokenizer)]
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in stop:
+        stop.append(tokenizer.eos_token_id)
+    return GenerationConfig(**{**GREEDY, **settings}, max_new_tokens=max_new_tokens, eos_token_id=stop,
+                            pad_token_id=tokenizer.pad_token_id)
+
+
+def turn_end_id(tokenizer) -> int:
+    """The first token the chat template puts after an assistant's answer (<|im_end|> for Qwen)."""
+    marker = "\u2063答\u2063"
+    chat = [{"role": "user", "content": "问"}, {"role": "assistant", "content": marker}]
+    text = tokenizer.apply_chat_template(chat, tokenize=False)
+    after = text[text.index(marker) + len(marker):]
+    return tokenizer(after, add_special_tokens=False)["input_ids"][0]
+
+
+def generate_answers(model, tokenizer, chats: list[list[dict]], batch_size: int, max_new_tokens: int,
+                     settings: dict | None = None):
+    """Greedy answers in input order, and the speed they were produced at (with how many
+    answers ran to max_new_tokens instead of ending)."""
+    import torch
 
     prompts = [prompt_ids(tokenizer, chat) for chat in chats]
     # Longest first: batches of similar length waste less on padding, and OOM shows up at once.
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    eos = model.generation_config.eos_token_id or tokenizer.eos_token_id
-    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos,
-                              pad_token_id=tokenizer.pad_token_id)
-    stop = set(eos if isinstance(eos, list) else [eos])
-    answers, generated = [None] * len(prompts), 0
+    config = generation_config(tokenizer, settings or {}, max_new_tokens)
+    model.generation_config = config  # nothing left to inherit
+    stop = set(config.eos_token_id)
+    answers, generated, truncated = [None] * len(prompts), 0, 0
     start = time.perf_counter()
     for i in tqdm(range(0, len(order), batch_size), desc="generating", unit="batch"):
         idx = order[i:i + batch_size]
@@ -29,10 +58,11 @@ def generate_answers(model, tokenizer, chats: list[list[dict]], batch_size: int,
         with torch.inference_mode():
             out = model.generate(**batch, generation_config=config)
         for j, row in zip(idx, out[:, batch["input_ids"].shape[1]:].tolist()):
-            n = next((k for k, t in enumerate(row) if t in stop), len(row))
+            n = next((k for k, t in enumerate(row) if t in stop), None)
+            truncated += n is None
+            n = len(row) if n is None else n
             generated += n
             answers[j] = tokenizer.decode(row[:n], skip_special_tokens=True).strip()
     elapsed = time.perf_counter() - start
     return answers, {"samples_per_second": len(prompts) / elapsed, "tokens_per_second": generated / elapsed,
-                     "generation_seconds": elapsed}
-
+                     "generation_seconds": elapsed, "ran_to_max_new_tokens": truncated}

@@ -43,6 +43,9 @@ def plot_scale_comparison(table: pd.DataFrame, path: Path) -> None:
         sns.lineplot(data=tuned, x="n_train", y=col, hue="method", marker="o", ax=ax)
         if col in QUALITY:
             ax.axhline(base[col], color="grey", linestyle="--", label="base model")
+            if f"{col}_low" in tuned:  # the bootstrap interval of each run, as a band per method
+                for color, (_, rows) in zip(sns.color_palette(), tuned.groupby("method", sort=False)):
+                    ax.fill_between(rows.n_train, rows[f"{col}_low"], rows[f"{col}_high"], color=color, alpha=0.2)
         ax.set(xscale="log", xlabel="training samples", ylabel="", title=label)
         ax.legend(fontsize=8)
     fig.suptitle(f"Data scale: what more training samples buy\n{caption(tuned)}")

@@ -30,7 +30,8 @@ def results_table(runs: list[tuple[str, str]], train_dir: Path, evaluate_dir: Pa
 
 def _eval_columns(evaluate_dir: Path, run: str) -> dict:
     e = read_json(evaluate_dir / f"{run}.json")
-    return {**{k: e[k] for k in QUALITY}, "samples_per_second": e["samples_per_second"],
+    bounds = {f"{k}_{end}": e["interval"][k][end] for k in QUALITY for end in ("low", "high")}
+    return {**{k: e[k] for k in QUALITY}, **bounds, "samples_per_second": e["samples_per_second"],
             "tokens_per_second": e["tokens_per_second"], "eval_peak_memory_mb": e["peak_memory_mb"]}
 
 

@@ -189,9 +189,22 @@ class Train(Section):
     args: TrainArgs
 
 
+class Generation(LibrarySection):  # transformers.GenerationConfig fields
+    do_sample: Literal[False] = Field(description="evaluation is greedy")
+    num_beams: Literal[1]
+    repetition_penalty: float = Field(gt=0)
+
+
+class Bootstrap(Section):
+    resamples: int = Field(ge=100)
+    confidence: float = Field(gt=0, lt=1)
+
+
 class Evaluate(Section):
     batch_size: int = PositiveInt
     max_new_tokens: int = PositiveInt
+    generation: Generation
+    bootstrap: Bootstrap
 
 
 class Params(Section):
@@ -345,17 +358,18 @@ def _check_sources(sources, bad) -> int | None:
 
 def _library_field_problems(p: dict) -> list[str]:
     from peft import LoraConfig
-    from transformers import BitsAndBytesConfig, TrainingArguments
+    from transformers import BitsAndBytesConfig, GenerationConfig, TrainingArguments
 
     problems = []
     train = _mapping(p, "train")
     sections = [("lora", p.get("lora"), LoraConfig), ("quantization", p.get("quantization"), BitsAndBytesConfig),
                 ("train.args", train.get("args"), TrainingArguments)]
     sections += [(f"train.method_args.{m}", args, TrainingArguments) for m, args in _mapping(train, "method_args").items()]
+    sections.append(("evaluate.generation", _mapping(p, "evaluate").get("generation"), GenerationConfig))
     for key, section, cls in sections:
         if not isinstance(section, dict):
             continue
-        fields = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
+        fields = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"} or set(cls().to_dict())
         for name in sorted(set(section) - fields):
             problems.append(f"{key}.{name}: not a field of {cls.__name__}, which this section is passed to; check its spelling")
         if key.startswith("train."):

@@ -6,12 +6,15 @@ Reads:  models/base, models/adapters/<run> (not for base), data/split/test.jsonl
         data/params/quantization-<method>.json (not for base), params seed, precision,
         model.trust_remote_code, evaluate
 Writes: data/predictions/<run>.jsonl, one {"id", "question", "reference", "prediction"} per line
-        metrics/evaluate/<run>.json (rouge-1, rouge-2, rouge-l, bleu, samples_per_second,
-        tokens_per_second, peak_memory_mb, and the sacrebleu signature)
-        metrics/runinfo/evaluate-<run>.json (library versions, hardware)
+        metrics/evaluate/<run>.json (rouge-1, rouge-2, rouge-l, bleu, each with its bootstrap
+        interval, samples_per_second, tokens_per_second, peak_memory_mb, answers that ran to
+        max_new_tokens, and the sacrebleu signature)
+        metrics/runinfo/evaluate-<run>.json (library versions, hardware, the generation config)
 
-Generation is greedy and batched with left padding, on the prompt the training chat template
-renders. A QLoRA adapter is evaluated on the 4-bit base it was trained on.
+Generation is greedy (evaluate.generation, nothing inherited from the model) and batched with
+left padding, on the prompt the training chat template renders, and stops at the template's
+end-of-turn token. A QLoRA adapter is evaluated on the 4-bit base it was trained on. Intervals
+resample the test questions evaluate.bootstrap.resamples times, seeded by seed.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from medqa_scale.cli import run
 from medqa_scale.device import device, peak_memory_mb, reset_peak_memory, resolve_precision
 from medqa_scale.durable import read_json, read_jsonl, remove_stale, write_json, write_jsonl
 from medqa_scale.generation import generate_answers
-from medqa_scale.metrics import bleu_zh, rouge_zh
+from medqa_scale.metrics import bleu_zh, bootstrap_indices, bootstrap_intervals, rouge_zh
 from medqa_scale.modeling import add_saved_adapter, load_base_model
 from medqa_scale.params import BASE_RUN, load_params, parse_run
 from medqa_scale.runinfo import environment, revisions
@@ -49,17 +52,21 @@ def main() -> None:
     model = load_model(p, name, precision)
     test = read_jsonl(TEST)
     reset_peak_memory()
-    predictions, speed = generate_answers(model, tokenizer, [r["messages"] for r in test],
-                                          p["evaluate"]["batch_size"], p["evaluate"]["max_new_tokens"])
+    e = p["evaluate"]
+    predictions, speed = generate_answers(model, tokenizer, [r["messages"] for r in test], e["batch_size"],
+                                          e["max_new_tokens"], e["generation"])
     references = [r["answer"] for r in test]
     bleu, signature = bleu_zh(predictions, references)
+    indices = bootstrap_indices(len(test), e["bootstrap"]["resamples"], p["seed"])
     metrics = {**rouge_zh(predictions, references), "bleu": bleu, "bleu_signature": signature, **speed,
-               "peak_memory_mb": peak_memory_mb(), "n_test": len(test)}
+               "peak_memory_mb": peak_memory_mb(), "n_test": len(test),
+               "interval": {"confidence": e["bootstrap"]["confidence"], "resamples": e["bootstrap"]["resamples"],
+                            **bootstrap_intervals(predictions, references, indices, e["bootstrap"]["confidence"])}}
     write_jsonl(predictions_file, [{"id": r["id"], "question": r["question"], "reference": r["answer"], "prediction": pred}
                                    for r, pred in zip(test, predictions)])
     write_json(metrics_file, metrics)
     write_json(runinfo_file, {"environment": environment(), "precision": precision, "device": device(),
-                              "revisions": revisions(BASE, TEST)})
+                              "revisions": revisions(BASE, TEST), "generation_config": model.generation_config.to_dict()})
     log.info("%s: rouge-l %.2f, bleu %.2f, %.1f samples/s", name, metrics["rouge-l"], bleu, speed["samples_per_second"])
 
 

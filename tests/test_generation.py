@@ -5,14 +5,19 @@ Run: python -m pytest tests/test_generation.py -q
 
 from __future__ import annotations
 
+import json
+import subprocess
+from pathlib import Path
+
 import pytest
 import torch
 
 from medqa_scale.builtin.corpus import generate_pairs
 from medqa_scale.chat import to_messages
-from medqa_scale.generation import generate_answers
+from medqa_scale.generation import generate_answers, generation_config, turn_end_id
 from medqa_scale.modeling import add_trainable_adapter, load_base_model
 
+ROOT = Path(__file__).resolve().parents[1]
 LORA = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
         "bias": "none", "task_type": "CAUSAL_LM", "init_lora_weights": False}
 
@@ -68,3 +73,36 @@ def test_generation_ignores_sampling_defaults_of_the_model(tiny_base, tokenizer,
     torch.manual_seed(123)
     again, _ = generate_answers(model, tokenizer, chats, batch_size=6, max_new_tokens=8)
     assert again == greedy
+
+
+def test_no_decoding_setting_is_inherited_from_the_model(tiny_base, tokenizer, chats):
+    # Qwen2.5-Instruct ships repetition_penalty 1.05 and sampling; evaluation must not pick them up.
+    model = base(tiny_base)
+    plain, _ = generate_answers(model, tokenizer, chats, batch_size=6, max_new_tokens=12)
+    model.generation_config.repetition_penalty, model.generation_config.no_repeat_ngram_size = 1.5, 2
+    again, _ = generate_answers(model, tokenizer, chats, batch_size=6, max_new_tokens=12)
+    assert again == plain
+    assert model.generation_config.repetition_penalty == 1.0 and not model.generation_config.do_sample
+    penalised, _ = generate_answers(model, tokenizer, chats, batch_size=6, max_new_tokens=12,
+                                    settings={"repetition_penalty": 1.5, "no_repeat_ngram_size": 2})
+    assert penalised != plain  # the params' own settings do apply
+
+
+def test_answers_stop_at_the_chat_templates_end_of_turn_token(tiny_base, tokenizer, chats):
+    end = turn_end_id(tokenizer)
+    assert tokenizer.convert_ids_to_tokens(end) == "<|im_end|>"
+    config = generation_config(tokenizer, {}, max_new_tokens=5)
+    assert config.eos_token_id[0] == end and config.repetition_penalty == 1.0 and config.num_beams == 1
+    answers, speed = generate_answers(base(tiny_base), tokenizer, chats, batch_size=6, max_new_tokens=16)
+    assert 0 <= speed["ran_to_max_new_tokens"] <= len(chats)
+    assert not any("<|im_end|>" in a or "<|im_start|>" in a for a in answers)
+
+
+@pytest.mark.parametrize("run", ["lora-5k", "qlora-5k"])
+def test_fine_tuned_models_on_the_embedded_default_end_their_answers(run):
+    # The committed results of the full embedded run (max_new_tokens = the longest reference):
+    # answers end at the template's end-of-turn token instead of running on.
+    text = subprocess.run(["git", "show", f"HEAD:metrics/evaluate/{run}.json"], cwd=ROOT, capture_output=True,
+                          text=True, check=True).stdout
+    metrics = json.loads(text)
+    assert metrics["ran_to_max_new_tokens"] <= 0.2 * metrics["n_test"]  # 3% and 17% today

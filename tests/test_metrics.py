@@ -1,12 +1,14 @@
 """Tests of medqa_scale.metrics: jieba segmentation, ROUGE on Chinese text (against hand-computed
-values) and BLEU with sacrebleu's zh tokenizer. Run: python -m pytest -q tests/test_metrics.py
+values) and BLEU with sacrebleu's zh tokenizer, per-sample scores and bootstrap intervals. Run: python -m pytest -q tests/test_metrics.py
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from medqa_scale.metrics import bleu_zh, rouge_zh, segment
+from medqa_scale.metrics import (bleu_zh, bootstrap_indices, bootstrap_intervals, interval, rouge_per_sample, rouge_zh,
+                                 segment)
 
 
 def test_segment_of_the_hand_checked_strings():
@@ -80,3 +82,34 @@ def test_bleu_identical_is_100_with_zh_signature():
 def test_bleu_disjoint_is_0():
     score, _ = bleu_zh(["骨折需要固定"], ["感冒多喝水吧"])
     assert score == pytest.approx(0.0, abs=1e-9)
+
+
+def test_rouge_per_sample_is_what_the_mean_averages():
+    preds, refs = ["头痛 要 多 休息", "", "发热 就医"], ["头痛 要 多 休息", "咳嗽 喝水", "发热 请 就医"]
+    per_sample = rouge_per_sample(preds, refs)
+    assert per_sample["rouge-1"][0] == pytest.approx(100) and per_sample["rouge-1"][1] == 0.0
+    assert rouge_zh(preds, refs)["rouge-1"] == pytest.approx(sum(per_sample["rouge-1"]) / 3)
+
+
+def test_bootstrap_intervals_contain_the_score_and_resample_questions_with_the_seed():
+    preds = ["头痛要多休息", "发热请就医吃药", "咳嗽多喝水", "腹泻要补液", "失眠少喝咖啡", "胃痛少吃辣"]
+    refs = ["头痛应多休息睡觉", "发热要去医院", "咳嗽要多喝温水", "腹泻需要补液盐", "失眠应规律作息", "胃痛要清淡饮食"]
+    indices = bootstrap_indices(len(preds), 500, seed=7)
+    assert indices.shape == (500, 6) and (bootstrap_indices(6, 500, seed=7) == indices).all()
+    intervals = bootstrap_intervals(preds, refs, indices, 0.95)
+    scores = {**rouge_zh(preds, refs), "bleu": bleu_zh(preds, refs)[0]}
+    for key, score in scores.items():
+        assert intervals[key]["low"] <= score <= intervals[key]["high"], key
+        assert intervals[key]["low"] < intervals[key]["high"] or key == "rouge-2", key  # no bigram is shared
+    # The interval of BLEU comes from summed sentence statistics: resampling every question once
+    # (the identity resample) gives corpus BLEU itself.
+    identity = bootstrap_intervals(preds, refs, np.tile(np.arange(6), (3, 1)), 0.95)
+    assert identity["bleu"]["low"] == pytest.approx(scores["bleu"]) == identity["bleu"]["high"]
+    assert identity["rouge-l"]["low"] == pytest.approx(scores["rouge-l"])
+
+
+def test_a_wider_confidence_gives_a_wider_interval():
+    values = np.arange(100, dtype=float)
+    narrow, wide = interval(values, 0.5), interval(values, 0.95)
+    assert wide["low"] < narrow["low"] < narrow["high"] < wide["high"]
+    assert narrow == {"low": pytest.approx(24.75), "high": pytest.approx(74.25)}

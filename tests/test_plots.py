@@ -19,6 +19,8 @@ def table() -> pd.DataFrame:
         for scale, n, score in (("1k", 1000, 30.0), ("2k", 2000, 45.0)):
             rows.append({"run": f"{method}-{scale}", "method": method, "scale": scale, "n_train": n,
                          "rouge-1": score + 5, "rouge-2": score - 5, "rouge-l": score, "bleu": score / 2,
+                         "rouge-l_low": score - 4, "rouge-l_high": score + 4, "bleu_low": score / 2 - 2,
+                         "bleu_high": score / 2 + 2,
                          "tokens_per_second": 80.0, "best_eval_loss": 2.0, "train_runtime_s": n / 100,
                          "train_peak_memory_mb": 700.0 if method == "lora" else 650.0,
                          "train_peak_memory_kind": "cpu_rss_growth_over_loaded_model",

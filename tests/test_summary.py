@@ -18,6 +18,7 @@ def write_run(root: Path, run: str, rouge_l: float, train: bool = True) -> None:
     (root / "train").mkdir(parents=True, exist_ok=True)
     scores = {"rouge-1": rouge_l + 10, "rouge-2": rouge_l - 10, "rouge-l": rouge_l, "bleu": rouge_l / 2,
               "samples_per_second": 3.0, "tokens_per_second": 30.0, "peak_memory_mb": 700.0}
+    scores["interval"] = {k: {"low": v - 2, "high": v + 3} for k, v in list(scores.items())[:4]}
     (root / "evaluate" / f"{run}.json").write_text(json.dumps(scores))
     if train:
         (root / "train" / f"{run}.json").write_text(json.dumps({
@@ -44,6 +45,7 @@ def test_results_table_has_the_base_row_first_and_one_row_per_run(metrics):
     assert list(table.n_train) == [0, 1000, 2000, 1000, 2000]
     assert list(table.method) == ["base", "lora", "lora", "qlora", "qlora"]
     assert table.loc[2, "rouge-l"] == 48.0 and table.loc[2, "bleu"] == 24.0
+    assert (table.loc[2, "rouge-l_low"], table.loc[2, "rouge-l_high"]) == (46.0, 51.0)
     assert table.loc[1, "train_runtime_s"] == 12.5 and table.loc[1, "train_peak_memory_mb"] == 750.0
     assert set(QUALITY) <= set(table.columns)
 
