@@ -10,7 +10,7 @@ import pandas as pd
 from medqa_scale.durable import read_json
 from medqa_scale.params import BASE_RUN, run_name, scale_size
 
-QUALITY = ["rouge-1", "rouge-2", "rouge-l", "bleu"]
+QUALITY = ["rouge-1", "rouge-2", "rouge-l", "bleu", "char-bleu-4"]
 
 
 def results_table(runs: list[tuple[str, str]], train_dir: Path, evaluate_dir: Path) -> pd.DataFrame:

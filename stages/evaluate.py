@@ -6,7 +6,8 @@ Reads:  models/base, models/adapters/<run> (not for base), data/split/test.jsonl
         data/params/quantization-<method>.json (not for base), params seed, precision,
         model.trust_remote_code, evaluate
 Writes: data/predictions/<run>.jsonl, one {"id", "question", "reference", "prediction"} per line
-        metrics/evaluate/<run>.json (rouge-1, rouge-2, rouge-l, bleu, each with its bootstrap
+        metrics/evaluate/<run>.json (rouge-1, rouge-2, rouge-l, bleu, char-bleu-4 (LLaMA-Factory's
+        bleu-4), each with its bootstrap
         interval, samples_per_second, tokens_per_second, peak_memory_mb, answers that ran to
         max_new_tokens, and the sacrebleu signature)
         metrics/runinfo/evaluate-<run>.json (library versions, hardware, the generation config)
@@ -27,7 +28,7 @@ from medqa_scale.cli import run
 from medqa_scale.device import device, peak_memory_mb, reset_peak_memory, resolve_precision
 from medqa_scale.durable import read_json, read_jsonl, remove_stale, write_json, write_jsonl
 from medqa_scale.generation import generate_answers
-from medqa_scale.metrics import bleu_zh, bootstrap_indices, bootstrap_intervals, rouge_zh
+from medqa_scale.metrics import CHAR_BLEU, bleu_zh, bootstrap_indices, bootstrap_intervals, char_bleu4, rouge_zh
 from medqa_scale.modeling import add_saved_adapter, load_base_model
 from medqa_scale.params import BASE_RUN, load_params, parse_run
 from medqa_scale.runinfo import environment, revisions
@@ -58,7 +59,8 @@ def main() -> None:
     references = [r["answer"] for r in test]
     bleu, signature = bleu_zh(predictions, references)
     indices = bootstrap_indices(len(test), e["bootstrap"]["resamples"], p["seed"])
-    metrics = {**rouge_zh(predictions, references), "bleu": bleu, "bleu_signature": signature, **speed,
+    metrics = {**rouge_zh(predictions, references), "bleu": bleu, "bleu_signature": signature,
+               CHAR_BLEU: char_bleu4(predictions, references), **speed,
                "peak_memory_mb": peak_memory_mb(), "n_test": len(test),
                "interval": {"confidence": e["bootstrap"]["confidence"], "resamples": e["bootstrap"]["resamples"],
                             **bootstrap_intervals(predictions, references, indices, e["bootstrap"]["confidence"])}}

@@ -4,10 +4,12 @@ values) and BLEU with sacrebleu's zh tokenizer, per-sample scores and bootstrap 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
-from medqa_scale.metrics import (bleu_zh, bootstrap_indices, bootstrap_intervals, interval, rouge_per_sample, rouge_zh,
+from medqa_scale.metrics import (CHAR_BLEU, bleu_zh, char_bleu4, char_bleu4_per_sample, bootstrap_indices, bootstrap_intervals, interval, rouge_per_sample, rouge_zh,
                                  segment)
 
 
@@ -113,3 +115,15 @@ def test_a_wider_confidence_gives_a_wider_interval():
     narrow, wide = interval(values, 0.5), interval(values, 0.95)
     assert wide["low"] < narrow["low"] < narrow["high"] < wide["high"]
     assert narrow == {"low": pytest.approx(24.75), "high": pytest.approx(74.25)}
+
+
+def test_char_bleu4_is_llama_factorys_sentence_bleu_over_characters_hand_computed():
+    # hyp 头痛多休息, ref 头痛要多休息: precisions 5/5, 3/4, 1/3, 0/2 -> method3 turns the first zero
+    # into 1/(2*2); geometric mean (1 * 3/4 * 1/3 * 1/4)^(1/4) = 0.5; brevity penalty exp(1 - 6/5).
+    expected = 100 * 0.5 * math.exp(1 - 6 / 5)
+    assert char_bleu4_per_sample(["头痛多休息", ""], ["头痛要多休息", "咳嗽"]) == [pytest.approx(expected), 0.0]
+    assert char_bleu4_per_sample(["头痛要多休息"], ["头痛要多休息"]) == [pytest.approx(100)]
+    assert char_bleu4(["头痛多休息", ""], ["头痛要多休息", "咳嗽"]) == pytest.approx(expected / 2)
+    preds, refs = ["头痛多休息", "发热请就医"], ["头痛要多休息", "发热要去医院"]
+    intervals = bootstrap_intervals(preds, refs, np.tile(np.arange(2), (3, 1)), 0.95)
+    assert intervals[CHAR_BLEU]["low"] == pytest.approx(char_bleu4(preds, refs))
