@@ -18,6 +18,8 @@ PARAMS_FILE = Path("params.yaml")
 METHODS = ("lora", "qlora")
 SOURCE_KINDS = ("builtin", "path", "url", "hf", "modelscope")
 BASE_RUN = "base"  # the run name of the base model evaluated without an adapter
+BASE_4BIT_RUN = "base-4bit"  # the base loaded 4-bit as QLoRA trains on it, without an adapter
+REFERENCE_RUNS = (BASE_RUN, BASE_4BIT_RUN)
 SCALE_LABEL = re.compile(r"^([1-9][0-9]*)(k?)$")
 
 

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from medqa_scale.durable import atomic_path  # noqa: E402
-from medqa_scale.params import BASE_RUN  # noqa: E402
+from medqa_scale.params import BASE_4BIT_RUN, BASE_RUN, REFERENCE_RUNS  # noqa: E402
 from medqa_scale.summary import QUALITY  # noqa: E402
 
 
@@ -35,7 +35,8 @@ def _save(fig, path: Path) -> None:
 
 
 def plot_scale_comparison(table: pd.DataFrame, path: Path) -> None:
-    tuned, base = table[table.run != BASE_RUN], table[table.run == BASE_RUN].iloc[0]
+    tuned, base = table[~table.run.isin(REFERENCE_RUNS)], table[table.run == BASE_RUN].iloc[0]
+    base_4bit = table[table.run == BASE_4BIT_RUN]
     panels = [("rouge-l", "ROUGE-L F1"), ("bleu", "BLEU"), ("best_eval_loss", "best eval loss"),
               ("train_runtime_s", "training time (s, steps only)")]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
@@ -43,6 +44,8 @@ def plot_scale_comparison(table: pd.DataFrame, path: Path) -> None:
         sns.lineplot(data=tuned, x="n_train", y=col, hue="method", marker="o", ax=ax)
         if col in QUALITY:
             ax.axhline(base[col], color="grey", linestyle="--", label="base model")
+            if not base_4bit.empty:  # QLoRA's own reference: the base it trains on, 4-bit
+                ax.axhline(base_4bit[col].iloc[0], color="grey", linestyle=":", label="4-bit base")
             if f"{col}_low" in tuned:  # the bootstrap interval of each run, as a band per method
                 for color, (_, rows) in zip(sns.color_palette(), tuned.groupby("method", sort=False)):
                     ax.fill_between(rows.n_train, rows[f"{col}_low"], rows[f"{col}_high"], color=color, alpha=0.2)
@@ -54,7 +57,7 @@ def plot_scale_comparison(table: pd.DataFrame, path: Path) -> None:
 
 
 def plot_method_comparison(table: pd.DataFrame, path: Path) -> None:
-    tuned = table[table.run != BASE_RUN]
+    tuned = table[~table.run.isin(REFERENCE_RUNS)]
     memory = MEMORY_LABELS[tuned.train_peak_memory_kind.iloc[0]]
     panels = [("rouge-l", "ROUGE-L F1"), ("train_peak_memory_mb", memory),
               ("train_runtime_s", "training time (s, steps only)"), ("tokens_per_second", "inference tokens/s")]

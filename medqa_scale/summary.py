@@ -8,14 +8,16 @@ from pathlib import Path
 import pandas as pd
 
 from medqa_scale.durable import read_json
-from medqa_scale.params import BASE_RUN, run_name, scale_size
+from medqa_scale.params import BASE_RUN, REFERENCE_RUNS, run_name, scale_size
 
 QUALITY = ["rouge-1", "rouge-2", "rouge-l", "bleu", "char-bleu-4"]
 
 
 def results_table(runs: list[tuple[str, str]], train_dir: Path, evaluate_dir: Path) -> pd.DataFrame:
-    """One row per run, the base model first, from metrics/train/<run>.json and metrics/evaluate/<run>.json."""
-    rows = [{"run": BASE_RUN, "method": BASE_RUN, "scale": "0", "n_train": 0, **_eval_columns(evaluate_dir, BASE_RUN)}]
+    """One row per run, the base model and the 4-bit base first, from metrics/train/<run>.json and
+    metrics/evaluate/<run>.json."""
+    rows = [{"run": ref, "method": ref, "scale": "0", "n_train": 0, **_eval_columns(evaluate_dir, ref)}
+            for ref in REFERENCE_RUNS]
     for method, scale in runs:
         run = run_name(method, scale)
         t = read_json(train_dir / f"{run}.json")
@@ -55,7 +57,7 @@ def loss_curves(runs: list[tuple[str, int]], dvclive_dir: Path) -> pd.DataFrame:
 def summary(table: pd.DataFrame) -> dict:
     """The best run by ROUGE-L and its gain over the base model."""
     base = table[table.run == BASE_RUN].iloc[0]
-    tuned = table[table.run != BASE_RUN]
+    tuned = table[~table.run.isin(REFERENCE_RUNS)]
     best = tuned.loc[tuned["rouge-l"].idxmax()]
     return {"best_run": best.run, "best_rouge_l": float(best["rouge-l"]), "best_bleu": float(best["bleu"]),
             "base_rouge_l": float(base["rouge-l"]), "base_bleu": float(base["bleu"]),

@@ -2,8 +2,10 @@
 
 Run:    dvc repro evaluate@lora-2k  (or: python -m stages.evaluate lora-2k)
         dvc repro evaluate_base     (or: python -m stages.evaluate base), the base model, no adapter
-Reads:  models/base, models/adapters/<run> (not for base), data/split/test.jsonl,
-        data/params/quantization-<method>.json (not for base), params seed, precision,
+        dvc repro evaluate_base_4bit (or: python -m stages.evaluate base-4bit), the base loaded 4-bit as
+                                    QLoRA trains on it, no adapter: QLoRA's own reference
+Reads:  models/base, models/adapters/<run> (not for the bases), data/split/test.jsonl,
+        data/params/quantization-<method>.json (quantization-qlora.json for base-4bit), params seed, precision,
         model.trust_remote_code, evaluate
 Writes: data/predictions/<run>.jsonl, one {"id", "question", "reference", "prediction"} per line
         metrics/evaluate/<run>.json (rouge-1, rouge-2, rouge-l, bleu, char-bleu-4 (LLaMA-Factory's
@@ -30,7 +32,7 @@ from medqa_scale.durable import read_json, read_jsonl, remove_stale, write_json,
 from medqa_scale.generation import generate_answers
 from medqa_scale.metrics import CHAR_BLEU, bleu_zh, bootstrap_indices, bootstrap_intervals, char_bleu4, rouge_zh
 from medqa_scale.modeling import add_saved_adapter, load_base_model
-from medqa_scale.params import BASE_RUN, load_params, parse_run
+from medqa_scale.params import BASE_4BIT_RUN, BASE_RUN, REFERENCE_RUNS, load_params, parse_run
 from medqa_scale.runinfo import environment, revisions
 
 log = logging.getLogger(__name__)
@@ -73,11 +75,13 @@ def main() -> None:
 
 
 def load_model(p: dict, name: str, precision: str):
-    """The base model alone for `base`; else the base its run trained on, with the run's adapter."""
-    quantization = None if name == BASE_RUN else read_json(Path("data/params") / f"quantization-{parse_run(name)[0]}.json")
+    """The base model alone for `base`, loaded 4-bit as QLoRA's for `base-4bit`; else the base
+    its run trained on, with the run's adapter."""
+    method = {BASE_RUN: None, BASE_4BIT_RUN: "qlora"}.get(name, parse_run(name)[0])
+    quantization = read_json(Path("data/params") / f"quantization-{method}.json") if method else None
     model = load_base_model(BASE, quantization=quantization, precision=precision,
                             trust_remote_code=p["model"]["trust_remote_code"])
-    if name != BASE_RUN:
+    if name not in REFERENCE_RUNS:
         model = add_saved_adapter(model, Path("models/adapters") / name)
     return model.eval()
 

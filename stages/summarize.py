@@ -17,7 +17,7 @@ from pathlib import Path
 
 from medqa_scale.cli import run
 from medqa_scale.durable import atomic_path, remove_stale, write_json
-from medqa_scale.params import BASE_RUN, load_params, run_name, scale_size
+from medqa_scale.params import REFERENCE_RUNS, load_params, run_name, scale_size
 from medqa_scale.plots import caption, plot_loss_curves, plot_method_comparison, plot_scale_comparison
 from medqa_scale.summary import loss_curves, results_table, summary
 
@@ -38,7 +38,7 @@ def main() -> None:
     curves = loss_curves([(run_name(m, s), scale_size(s)) for m, s in runs], Path("dvclive"))
     plot_scale_comparison(table, FIGURES["data_scale_comparison"])
     plot_method_comparison(table, FIGURES["method_comparison"])
-    plot_loss_curves(curves, FIGURES["loss_curves"], caption(table[table.run != BASE_RUN]))
+    plot_loss_curves(curves, FIGURES["loss_curves"], caption(table[~table.run.isin(REFERENCE_RUNS)]))
     write_json(SUMMARY, summary(table))
     log.info("summary of %d runs:\n%s", len(table), table[["run", "rouge-l", "bleu", "train_runtime_s"]].to_string(index=False))
 

@@ -147,6 +147,8 @@ def test_lora_stages_do_not_depend_on_qlora_knobs():
         assert "data/params/quantization-${item.method}.json" in spec[group]["deps"]
     assert "train.method_args.${item.method}" in spec["train"]["params"]
     assert not any("quantization" in str(x) for x in spec["evaluate_base"]["params"] + spec["evaluate_base"]["deps"])
+    # The 4-bit base is QLoRA's reference: it reads QLoRA's 4-bit settings and nothing of LoRA's.
+    assert "data/params/quantization-qlora.json" in spec["evaluate_base_4bit"]["deps"]
 
 
 def test_no_stage_but_check_params_depends_on_the_profile_name():

@@ -11,6 +11,7 @@ Run: python -m pytest tests/test_pipeline.py -q   (about 4 minutes on 2 CPU core
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -78,11 +79,11 @@ def first_run(repo):
 
 def test_first_run_produces_every_output(repo, first_run):
     expected = {f"train@{r}" for r in RUNS} | {f"evaluate@{r}" for r in RUNS} | {
-        "check_params", "download_model", "download_data", "preprocess", "data_card", "split", "evaluate_base", "summarize"}
+        "check_params", "download_model", "download_data", "preprocess", "data_card", "split", "evaluate_base", "evaluate_base_4bit", "summarize"}
     assert_ran(first_run, expected)
     assert (repo / "models/base/model.safetensors").exists()
     assert json.loads((repo / "models/base/provenance.json").read_text())["source"] == "builtin"
-    for run in RUNS + ["base"]:
+    for run in RUNS + ["base", "base-4bit"]:
         metrics = json.loads((repo / f"metrics/evaluate/{run}.json").read_text())
         for key in ("rouge-1", "rouge-2", "rouge-l", "bleu", "samples_per_second", "tokens_per_second", "peak_memory_mb"):
             assert isinstance(metrics[key], float) and metrics[key] >= 0, (run, key)
@@ -95,7 +96,7 @@ def test_first_run_produces_every_output(repo, first_run):
         assert train["n_train"] == int(run.split("-")[1]) and train["best_eval_loss"] > 0
         assert 0 < train["trainable_params"] < train["total_params"]
     csv = (repo / "plots/results_summary.csv").read_text().splitlines()
-    assert len(csv) == 1 + 1 + len(RUNS) and csv[1].startswith("base,")
+    assert len(csv) == 1 + 2 + len(RUNS) and csv[1].startswith("base,") and csv[2].startswith("base-4bit,")
     for png in ("data_scale_comparison", "method_comparison", "loss_curves", "data_card"):
         assert (repo / f"plots/{png}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -176,14 +177,24 @@ def test_editing_a_validation_rule_reruns_only_the_check(repo, first_run):
     assert json.loads(dvc(repo, "status", "--json").stdout) == {}
 
 
+def back_to_first_run(repo: Path, first_run: subprocess.CompletedProcess) -> None:
+    """The workspace as the first run left it: each experiment below is compared with it alone,
+    whatever ran before (Hydra recomposes params.yaml from conf/ for every `exp run`)."""
+    name = re.search(r"Ran experiment\(s\): (\S+)", first_run.stdout).group(1)
+    dvc(repo, "exp", "apply", name)
+    assert json.loads(dvc(repo, "status", "--json").stdout) == {}
+
+
 def test_a_qlora_knob_reruns_only_the_qlora_side(repo, first_run):
+    back_to_first_run(repo, first_run)
     out = exp_run(repo, "quantization.bnb_4bit_use_double_quant=false")
     qlora = [r for r in RUNS if r.startswith("qlora-")]
     assert_ran(out, {f"train@{r}" for r in qlora} | {f"evaluate@{r}" for r in qlora} | {
-        "check_params", "summarize"})
+        "check_params", "evaluate_base_4bit", "summarize"})  # the 4-bit base is loaded with the knob too
 
 
 def test_lr_change_reruns_exactly_the_training_side(repo, first_run):
+    back_to_first_run(repo, first_run)
     out = exp_run(repo, "train.lr=5e-5")
     assert_ran(out, {f"train@{r}" for r in RUNS} | {f"evaluate@{r}" for r in RUNS} | {
         "check_params", "summarize"})
@@ -194,7 +205,7 @@ def test_lr_change_reruns_exactly_the_training_side(repo, first_run):
 
 def test_metrics_show_lists_every_run(repo, first_run):
     out = dvc(repo, "metrics", "show").stdout
-    for run in RUNS + ["base"]:
+    for run in RUNS + ["base", "base-4bit"]:
         assert f"metrics/evaluate/{run}.json" in out
     for key in ("rouge-1", "rouge-2", "rouge-l", "bleu", "samples_per_second"):
         assert key in out

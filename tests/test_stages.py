@@ -302,3 +302,14 @@ def test_evaluate_base_loads_the_base_model_alone(workspace, monkeypatch):
     monkeypatch.chdir(workspace)
     model = importlib.import_module("stages.evaluate").load_model(small_params(), "base", "fp32")
     assert not any("lora_" in n for n, _ in model.named_parameters())
+
+
+def test_evaluate_base_4bit_loads_the_base_as_qlora_trains_on_it_without_an_adapter(workspace, monkeypatch):
+    import importlib
+
+    import bitsandbytes as bnb
+
+    monkeypatch.chdir(workspace)
+    model = importlib.import_module("stages.evaluate").load_model(small_params(), "base-4bit", "fp32")
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+    assert not any("lora_" in n for n, _ in model.named_parameters())

@@ -30,6 +30,7 @@ def write_run(root: Path, run: str, rouge_l: float, train: bool = True) -> None:
 @pytest.fixture
 def metrics(tmp_path):
     write_run(tmp_path, "base", 18.0, train=False)
+    write_run(tmp_path, "base-4bit", 16.0, train=False)
     for run, score in (("lora-1k", 30.0), ("lora-2k", 48.0), ("qlora-1k", 32.0), ("qlora-2k", 43.0)):
         write_run(tmp_path, run, score)
     write_run(tmp_path, "lora-9k", 99.0)  # a stale run from other params: must be ignored
@@ -41,12 +42,13 @@ RUNS = [("lora", "1k"), ("lora", "2k"), ("qlora", "1k"), ("qlora", "2k")]
 
 def test_results_table_has_the_base_row_first_and_one_row_per_run(metrics):
     table = results_table(RUNS, metrics / "train", metrics / "evaluate")
-    assert list(table.run) == ["base", "lora-1k", "lora-2k", "qlora-1k", "qlora-2k"]
-    assert list(table.n_train) == [0, 1000, 2000, 1000, 2000]
-    assert list(table.method) == ["base", "lora", "lora", "qlora", "qlora"]
-    assert table.loc[2, "rouge-l"] == 48.0 and table.loc[2, "bleu"] == 24.0
-    assert (table.loc[2, "rouge-l_low"], table.loc[2, "rouge-l_high"]) == (46.0, 51.0)
-    assert table.loc[1, "train_runtime_s"] == 12.5 and table.loc[1, "train_peak_memory_mb"] == 750.0
+    assert list(table.run) == ["base", "base-4bit", "lora-1k", "lora-2k", "qlora-1k", "qlora-2k"]
+    assert list(table.n_train) == [0, 0, 1000, 2000, 1000, 2000]
+    assert list(table.method) == ["base", "base-4bit", "lora", "lora", "qlora", "qlora"]
+    assert table.loc[1, "rouge-l"] == 16.0  # the 4-bit base: QLoRA's own reference
+    assert table.loc[3, "rouge-l"] == 48.0 and table.loc[3, "bleu"] == 24.0
+    assert (table.loc[3, "rouge-l_low"], table.loc[3, "rouge-l_high"]) == (46.0, 51.0)
+    assert table.loc[2, "train_runtime_s"] == 12.5 and table.loc[2, "train_peak_memory_mb"] == 750.0
     assert set(QUALITY) <= set(table.columns)
 
 
