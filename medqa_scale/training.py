@@ -258,12 +258,17 @@ def last_complete_checkpoint(directory: Path, clean: bool = False) -> Path | Non
     """The checkpoint with the highest step that the Trainer finished saving. `clean` deletes
     the partial ones (a kill during a save), so the Trainer's own rotation never counts them."""
     complete = None
-    for checkpoint in sorted(directory.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])):
+    for checkpoint in sorted(directory.glob("checkpoint-*"), key=checkpoint_step):
         if (checkpoint / COMPLETE).exists():
             complete = checkpoint
         elif clean:
             shutil.rmtree(checkpoint, ignore_errors=True)
     return complete
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    """The optimizer step of a Trainer checkpoint directory (checkpoint-<step>)."""
+    return int(checkpoint.name.split("-")[1])
 
 
 def truncate_steps_log(steps_log: Path, step: int) -> None:

@@ -35,8 +35,8 @@ from medqa_scale.durable import atomic_path, read_json, read_jsonl, remove_stale
 from medqa_scale.modeling import add_trainable_adapter, load_base_model, save_adapter
 from medqa_scale.params import load_params, parse_run
 from medqa_scale.runinfo import environment, revisions
-from medqa_scale.training import (COST, FINISHED, CostMeter, RegularisedTrainer, data_collator, encode_records,
-                                  last_complete_checkpoint, method_args, run_key, scratch_dir, train_metrics,
+from medqa_scale.training import (COST, FINISHED, CostMeter, RegularisedTrainer, checkpoint_step, data_collator,
+                                  encode_records, last_complete_checkpoint, method_args, run_key, scratch_dir, train_metrics,
                                   training_arguments, truncate_steps_log, write_curves)
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def prepare_resume(scratch: Path, name: str) -> None:
         shutil.rmtree(scratch)
     resume = last_complete_checkpoint(scratch, clean=True)
     if resume:
-        step = int(resume.name.split("-")[1])
+        step = checkpoint_step(resume)
         log.info("resuming %s from step %d (%s)", name, step, resume)
         truncate_steps_log(scratch / "steps.jsonl", step)
     else:
@@ -132,7 +132,7 @@ def train(p: dict, method: str, precision: str, files: Files, scratch: Path) -> 
         shutil.copy(steps_log, tmp / "steps.jsonl")
         if (scratch / "tensorboard").exists():
             shutil.copytree(scratch / "tensorboard", tmp / "tensorboard")
-    resumed_from = int(resume.name.split("-")[1]) if resume else 0
+    resumed_from = checkpoint_step(resume) if resume else 0
     metrics = train_metrics(trainer, model, len(train_set), meter.seconds, peak, memory.kind, resumed_from)
     write_json(files.metrics, {**metrics, "produced_on": produced_on(precision)})
     write_json(files.runinfo, {"environment": environment(), "precision": precision, "device": device(),
