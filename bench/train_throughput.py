@@ -91,7 +91,7 @@ def train_once(setup: str, p: dict, tokenizer, train, dev) -> tuple[float, float
     import torch
     from transformers import DataCollatorForSeq2Seq, Trainer
 
-    from medqa_scale.chat import IGNORE_INDEX
+    from medqa_scale.chat_format import IGNORE_INDEX
     from medqa_scale.modeling import add_trainable_adapter, load_base_model
     from medqa_scale.training import RegularisedTrainer, data_collator, training_arguments
 
@@ -105,10 +105,10 @@ def train_once(setup: str, p: dict, tokenizer, train, dev) -> tuple[float, float
     if setup == "baseline":
         q["train"]["args"].pop("train_sampling_strategy", None)  # random order
         q["train"]["padding_free"] = False
-        trainer = Trainer(model=model, args=training_arguments(q, "lora", "fp32", Path("/tmp/bench-train")),
+        trainer = Trainer(model=model, args=training_arguments(q, "lora", "fp32", Path("/tmp/bench-train"), seed=q["seed"]),
                           train_dataset=train, data_collator=padded)
     else:
-        trainer = RegularisedTrainer(model=model, args=training_arguments(q, "lora", "fp32", Path("/tmp/bench-train")),
+        trainer = RegularisedTrainer(model=model, args=training_arguments(q, "lora", "fp32", Path("/tmp/bench-train"), seed=q["seed"]),
                                      train_dataset=train, data_collator=data_collator(tokenizer, q["train"]["padding_free"]),
                                      kl_beta=q["train"]["kl_beta"])
     start = time.perf_counter()

@@ -8,11 +8,14 @@ Answers stop at the token that ends an assistant turn in the chat template.
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from medqa_scale.chat import prompt_ids
+from medqa_scale.chat_format import prompt_ids
+from medqa_scale.cli import PipelineError
 
 GREEDY = {"do_sample": False, "num_beams": 1, "repetition_penalty": 1.0}
 
@@ -64,5 +67,35 @@ def generate_answers(model, tokenizer, chats: list[list[dict]], batch_size: int,
             generated += n
             answers[j] = tokenizer.decode(row[:n], skip_special_tokens=True).strip()
     elapsed = time.perf_counter() - start
+    return answers, {"samples_per_second": len(prompts) / elapsed, "tokens_per_second": generated / elapsed,
+                     "generation_seconds": elapsed, "ran_to_max_new_tokens": truncated}
+
+
+def vllm_answers(base: Path, adapter: Path | None, tokenizer, chats: list[list[dict]], max_new_tokens: int,
+                 settings: dict, *, dtype: str, seed: int):
+    """`generate_answers` through vLLM on a GPU: the full-precision base, with the LoRA adapter
+    applied per request (LoRARequest). Greedy (temperature 0), stopping where
+    `generation_config` stops; the same prompt ids."""
+    try:
+        from vllm import LLM, SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.lora.request import LoRARequest
+    except ImportError as e:
+        raise PipelineError(f"evaluate.backend is vllm but vLLM cannot be imported ({e}): `pip install vllm` on a "
+                            "GPU machine, or set evaluate.backend: transformers") from None
+    config = generation_config(tokenizer, settings, max_new_tokens)
+    rank = json.loads((adapter / "adapter_config.json").read_text())["r"] if adapter else None
+    llm = LLM(model=str(base), dtype=dtype, seed=seed, enable_lora=adapter is not None,
+              **({"max_lora_rank": max(8, rank)} if rank else {}))
+    sampling = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, repetition_penalty=config.repetition_penalty,
+                              stop_token_ids=list(config.eos_token_id), skip_special_tokens=True)
+    prompts = [TokensPrompt(prompt_token_ids=prompt_ids(tokenizer, chat)) for chat in chats]
+    lora = LoRARequest("run", 1, str(adapter)) if adapter else None
+    start = time.perf_counter()
+    outputs = llm.generate(prompts, sampling, lora_request=lora)
+    elapsed = time.perf_counter() - start
+    answers = [o.outputs[0].text.strip() for o in outputs]
+    generated = sum(len(o.outputs[0].token_ids) for o in outputs)
+    truncated = sum(o.outputs[0].finish_reason == "length" for o in outputs)
     return answers, {"samples_per_second": len(prompts) / elapsed, "tokens_per_second": generated / elapsed,
                      "generation_seconds": elapsed, "ran_to_max_new_tokens": truncated}

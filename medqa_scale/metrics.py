@@ -64,10 +64,69 @@ def char_bleu4(predictions: list[str], references: list[str]) -> float:
     return float(np.mean(char_bleu4_per_sample(predictions, references)))
 
 
+def bleu_stats(predictions: list[str], references: list[str]) -> list[list[int]]:
+    """sacrebleu's sufficient statistics of each sentence (lengths, n-gram matches and totals):
+    summed over any subset of sentences they give that subset's corpus BLEU."""
+    return [list(map(int, row)) for row in _BLEU._extract_corpus_statistics(predictions, [references])]
+
+
+def bleu_from_stats(stats) -> float:
+    """Corpus BLEU of summed sentence statistics; equals `bleu_zh` on the same sentences."""
+    return float(_BLEU._compute_score_from_stats(list(np.asarray(stats).tolist())).score)
+
+
+# sacrebleu's own bootstrap seeds from an environment variable and reports mean +- 1.96 sd; its
+# sentence statistics, summed over each resample, give the corpus BLEU of that resample instead.
+_BLEU = sacrebleu.metrics.BLEU(tokenize="zh")
+MEAN_METRICS = (*ROUGE_KEYS, CHAR_BLEU)  # means of per-sample scores
+METRICS = (*ROUGE_KEYS, "bleu", CHAR_BLEU)
+
+
+def per_sample_scores(predictions: list[str], references: list[str]) -> list[dict]:
+    """Each answer's ROUGE-1/2/L and char-BLEU-4 (0-100) and its BLEU statistics."""
+    rouge, char, stats = (rouge_per_sample(predictions, references), char_bleu4_per_sample(predictions, references),
+                          bleu_stats(predictions, references))
+    return [{**{k: rouge[k][i] for k in ROUGE_KEYS}, CHAR_BLEU: char[i], "bleu_stats": stats[i]}
+            for i in range(len(predictions))]
+
+
+def scores_matrix(runs: list[list[dict]]) -> dict[str, np.ndarray]:
+    """Per-sample scores of one or more seeds of a run, as arrays: (seeds, questions) for each
+    mean metric and (seeds, questions, statistics) for BLEU."""
+    table = {k: np.asarray([[row[k] for row in seed] for seed in runs], dtype=float) for k in MEAN_METRICS}
+    table["bleu_stats"] = np.asarray([[row["bleu_stats"] for row in seed] for seed in runs], dtype=float)
+    return table
+
+
+def point_estimates(table: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each metric of each seed, (seeds,): means over questions; corpus BLEU from summed statistics."""
+    values = {k: table[k].mean(axis=1) for k in MEAN_METRICS}
+    values["bleu"] = np.asarray([bleu_from_stats(s.sum(axis=0)) for s in table["bleu_stats"]])
+    return values
+
+
 def bootstrap_indices(n: int, resamples: int, seed: int) -> np.ndarray:
     """(resamples, n) indices of test questions drawn with replacement: one matrix for every
     metric and run, so intervals and paired comparisons resample the same questions."""
     return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+
+
+def resampled(table: dict[str, np.ndarray], questions: np.ndarray, rng: np.random.Generator | None = None
+              ) -> dict[str, np.ndarray]:
+    """Each metric over `questions` resamples, (resamples,). With several seeds, each resample
+    also draws seeds with replacement (from `rng`) and averages them, so the interval holds the
+    spread between training runs as well as between questions."""
+    resamples, n = questions.shape
+    counts = np.zeros((resamples, n))
+    np.add.at(counts, (np.arange(resamples)[:, None], questions), 1)  # times each question is drawn
+    seeds = table[MEAN_METRICS[0]].shape[0]
+    picks = np.zeros((resamples, seeds))
+    drawn = rng.integers(0, seeds, size=(resamples, seeds)) if seeds > 1 else np.zeros((resamples, 1), dtype=int)
+    np.add.at(picks, (np.arange(resamples)[:, None], drawn), 1 / seeds)  # weight of each seed
+    per_seed = {k: counts @ table[k].T / n for k in MEAN_METRICS}  # (resamples, seeds)
+    per_seed["bleu"] = np.asarray([[bleu_from_stats(row) for row in counts @ table["bleu_stats"][s]]
+                                   for s in range(seeds)]).T
+    return {k: (v * picks).sum(axis=1) for k, v in per_seed.items()}
 
 
 def interval(values: np.ndarray, confidence: float) -> dict[str, float]:
@@ -77,16 +136,9 @@ def interval(values: np.ndarray, confidence: float) -> dict[str, float]:
     return {"low": float(low), "high": float(high)}
 
 
-def bootstrap_intervals(predictions: list[str], references: list[str], indices: np.ndarray,
-                        confidence: float) -> dict[str, dict[str, float]]:
-    """Percentile intervals of ROUGE-1/2/L and char-BLEU-4 (means of resampled per-sample
-    scores) and of corpus BLEU (recomputed from the resampled sentences' n-gram statistics)."""
-    per_sample = {**rouge_per_sample(predictions, references), CHAR_BLEU: char_bleu4_per_sample(predictions, references)}
-    intervals = {key: interval(np.asarray(values)[indices].mean(axis=1), confidence) for key, values in per_sample.items()}
-    bleu = sacrebleu.metrics.BLEU(tokenize="zh")
-    # sacrebleu's own bootstrap seeds from an environment variable and reports mean +- 1.96 sd; its
-    # sentence statistics, summed over each resample, give the same BLEU as corpus_score would.
-    stats = np.asarray(bleu._extract_corpus_statistics(predictions, [references]))
-    resampled = [bleu._compute_score_from_stats(stats[row].sum(axis=0).tolist()).score for row in indices]
-    intervals["bleu"] = interval(np.asarray(resampled), confidence)
-    return intervals
+def paired_p_value(observed: float, resampled_differences: np.ndarray) -> float:
+    """Two-sided p-value of a difference between two runs scored on the same resampled questions:
+    how often the resampled difference, shifted to the null of no difference, is at least as far
+    from zero as the one observed (Berg-Kirkpatrick et al. 2012), with the +1 that keeps it above 0."""
+    extreme = np.abs(resampled_differences - observed) >= abs(observed)
+    return float((1 + extreme.sum()) / (1 + len(resampled_differences)))

@@ -56,6 +56,34 @@ def add_saved_adapter(model, adapter_dir: Path):
     return PeftModel.from_pretrained(model, adapter_dir)
 
 
+def load_run_model(base: Path, adapter: Path | None, quantization: dict | None, *, precision: str,
+                   trust_remote_code: bool, merge: bool):
+    """A run's model for inference: the base (4-bit when `quantization` is given), with the
+    adapter at `adapter` unless it is None.
+
+    `merge` folds a full-precision base's adapter into its weights, so that answering costs what
+    the base model costs; the answers stay those of the unmerged adapter. A 4-bit base keeps its
+    adapter unmerged: merging into 4-bit weights would round the update away.
+    """
+    model = load_base_model(base, quantization=quantization, precision=precision, trust_remote_code=trust_remote_code)
+    if adapter is not None:
+        model = add_saved_adapter(model, adapter)
+        if merge and quantization is None:
+            model = model.merge_and_unload()
+    return model.eval()
+
+
+def merged_full_precision(base: Path, adapter: Path, quantization: dict | None, *, precision: str,
+                          trust_remote_code: bool):
+    """The adapter merged into full-precision weights, for export. A QLoRA adapter is merged into
+    its base de-quantised from the 4-bit weights it was trained on (not into the original
+    weights, which it never saw, and never into 4-bit weights)."""
+    model = load_base_model(base, quantization=quantization, precision=precision, trust_remote_code=trust_remote_code)
+    if quantization is not None:
+        model = model.dequantize(dtype=torch_dtype(precision))
+    return add_saved_adapter(model, adapter).merge_and_unload().eval()
+
+
 def save_adapter(model, out: Path) -> None:
     """The adapter's weights and config, the same bytes for the same adapter.
 

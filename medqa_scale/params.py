@@ -51,14 +51,28 @@ def scale_size(label) -> int:
     return int(m.group(1)) * (1000 if m.group(2) else 1)
 
 
-def run_name(method: str, scale) -> str:
+def setup_name(method: str, scale) -> str:
+    """`lora-2k`: a method at a scale, whatever the seed; the unit the study compares."""
     return f"{method}-{scale}"
 
 
-def parse_run(run: str) -> tuple[str, str]:
-    """`lora-2k` -> (`lora`, `2k`); `base` -> (`base`, ``)."""
-    method, _, scale = run.partition("-")
-    return method, scale
+def run_name(method: str, scale, seed) -> str:
+    """`lora-2k-42`: one training run, as DVC names its train@ stage (method, scale, seed)."""
+    return f"{method}-{scale}-{seed}"
+
+
+def parse_run(run: str) -> tuple[str, str, int]:
+    """`lora-2k-42` -> (`lora`, `2k`, 42). Reference runs (`base`, `base-4bit`) have no parts."""
+    parts = run.split("-")
+    if run in REFERENCE_RUNS or len(parts) != 3 or parts[0] not in METHODS or not parts[2].isdigit():
+        raise ValueError(f"{run!r} is not a run name like lora-2k-42 (method-scale-seed)")
+    return parts[0], parts[1], int(parts[2])
+
+
+def run_method(run: str) -> str | None:
+    """The method whose base a run loads: None (full precision) for `base`, qlora for `base-4bit`."""
+    references = {BASE_RUN: None, BASE_4BIT_RUN: "qlora"}
+    return references[run] if run in references else parse_run(run)[0]
 
 
 def source_kind(source: dict) -> str:

@@ -12,7 +12,7 @@ from collections import Counter
 
 from tqdm.auto import tqdm
 
-from medqa_scale.chat import IGNORE_INDEX, encode_examples, to_messages
+from medqa_scale.chat_format import IGNORE_INDEX, encode_examples, to_messages
 from medqa_scale.cleaning import clean_text, length_problem, mask_pii
 from medqa_scale.dedup import deduplicate, left_out
 

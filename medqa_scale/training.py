@@ -22,7 +22,7 @@ from pathlib import Path
 
 from transformers import Trainer, TrainerCallback
 
-from medqa_scale.chat import IGNORE_INDEX, encode_examples
+from medqa_scale.chat_format import IGNORE_INDEX, encode_examples
 from medqa_scale.cli import PipelineError
 from medqa_scale.device import device
 
@@ -68,8 +68,9 @@ def method_args(p: dict, method: str) -> dict:
     return {**p["train"]["args"], **p["train"]["method_args"][method]}
 
 
-def training_arguments(p: dict, method: str, precision: str, output_dir: Path):
-    """TrainingArguments: the method's params as they are, plus what the pipeline sets itself."""
+def training_arguments(p: dict, method: str, precision: str, output_dir: Path, seed: int):
+    """TrainingArguments: the method's params as they are, plus what the pipeline sets itself;
+    `seed` is the run's own (one of train.seeds): adapter init, data order and dropout."""
     from transformers import TrainingArguments
 
     args = method_args(p, method)
@@ -79,8 +80,8 @@ def training_arguments(p: dict, method: str, precision: str, output_dir: Path):
     return TrainingArguments(
         output_dir=str(output_dir),
         learning_rate=float(p["train"]["lr"]),
-        seed=p["seed"],
-        data_seed=p["seed"],
+        seed=seed,
+        data_seed=seed,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=device() == "cpu",

@@ -29,8 +29,8 @@ RESERVED_TRAINING_ARGS = {
     "gradient_accumulation_steps": "set train.method_args.<method>",
     "bf16": "set precision",
     "fp16": "set precision",
-    "seed": "set the top-level seed",
-    "data_seed": "set the top-level seed",
+    "seed": "set train.seeds (one run per seed)",
+    "data_seed": "set train.seeds (one run per seed)",
     "report_to": "training curves always go to dvclive/<run>",
     "use_cpu": "the device is chosen from what is available",
     "resume_from_checkpoint": "a killed run resumes from its last complete checkpoint by itself",
@@ -180,6 +180,7 @@ class TrainArgs(LibrarySection):  # transformers.TrainingArguments fields
 
 
 class Train(Section):
+    seeds: list[int] = Field(min_length=1, description="one training run per seed")
     lr: float = Field(gt=0)
     kl_beta: float = Field(ge=0)
     padding_free: bool
@@ -201,8 +202,10 @@ class Bootstrap(Section):
 
 
 class Evaluate(Section):
+    backend: Literal["transformers", "vllm"]
     batch_size: int = PositiveInt
     max_new_tokens: int = PositiveInt
+    max_samples: int | None = Field(gt=0, description="the first N test questions; null for all")
     generation: Generation
     bootstrap: Bootstrap
 
@@ -301,6 +304,16 @@ def project_problems(p: dict) -> list[str]:
         bad("split.scales", f"the largest scale ({max(sizes)}) plus dev ({dev}) and test ({test}) needs "
             f"{max(sizes) + dev + test} records but the builtin source makes {data_size}; "
             "lower the scale or raise the builtin record count")
+
+    seeds = train.get("seeds")
+    if isinstance(seeds, list) and len(set(map(str, seeds))) != len(seeds):
+        bad("train.seeds", f"seeds repeat: {seeds}")
+    if isinstance(seeds, list) and any(isinstance(s, int) and s < 0 for s in seeds):
+        bad("train.seeds", f"seeds must be non-negative: {seeds}")
+    evaluate = _mapping(p, "evaluate")
+    test, max_samples = split.get("test_size"), evaluate.get("max_samples")
+    if _positive_int(test) and _positive_int(max_samples) and max_samples > test:
+        bad("evaluate.max_samples", f"{max_samples} is more than split.test_size ({test}); lower it or set null for all")
 
     methods = p.get("methods")
     if isinstance(methods, list):

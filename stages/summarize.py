@@ -1,13 +1,18 @@
-"""Stage summarize: one table and three figures comparing every run with the base model.
+"""Stage summarize: the tables, figures and report that compare every setup with the base model.
 
 Run:    dvc repro summarize         (or: python -m stages.summarize)
-Reads:  metrics/evaluate/<run>.json, metrics/train/<run>.json, dvclive/<run>/ for the runs that
-        params methods x split.scales name (stale files from other params are ignored)
-Writes: plots/results_summary.csv (one row per run, the base row first)
-        plots/data_scale_comparison.png (quality and cost against training-set size)
-        plots/method_comparison.png (LoRA against QLoRA at each scale)
-        plots/loss_curves.png (train and eval loss of every run)
-        metrics/summary.json (best run and its gain over the base model, for `dvc metrics diff`)
+Reads:  metrics/{evaluate,generate,train}/<run>.json, data/scores/<run>.jsonl (per-answer scores),
+        data/predictions/<run>.jsonl (example answers), dvclive/<run>/ for the runs that params
+        methods x split.scales x train.seeds name (stale files from other params are ignored);
+        params seed, evaluate.bootstrap
+Writes: plots/results_summary.csv (one row per setup, a method at a scale, the references first:
+        each metric's mean over seeds, its interval over questions and seeds, the spread between
+        seeds, and the mean cost)
+        plots/results_by_run.csv (one row per trained model, each seed apart)
+        plots/comparisons.csv (paired differences with intervals and p-values)
+        plots/report.md (verdict, tables, figures, example answers)
+        plots/data_scale_comparison.png, plots/method_comparison.png, plots/loss_curves.png
+        metrics/summary.json (best and most cost-effective setup, for `dvc metrics diff`)
 """
 
 from __future__ import annotations
@@ -15,32 +20,79 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from medqa_scale.cli import run
-from medqa_scale.durable import atomic_path, remove_stale, write_json
-from medqa_scale.params import REFERENCE_RUNS, load_params, run_name, scale_size
+import pandas as pd
+
+from medqa_scale.cli import PipelineError, run
+from medqa_scale.comparison import check_same_questions, compare, comparisons, setups, summary_row, verdict
+from medqa_scale.durable import atomic_path, read_jsonl, remove_stale, write_json
+from medqa_scale.params import BASE_4BIT_RUN, BASE_RUN, REFERENCE_RUNS, load_params, run_name, scale_size, setup_name
 from medqa_scale.plots import caption, plot_loss_curves, plot_method_comparison, plot_scale_comparison
-from medqa_scale.summary import loss_curves, results_table, summary
+from medqa_scale.report import report_markdown
+from medqa_scale.summary import loss_curves, runs_table, setups_table, summary
 
 log = logging.getLogger(__name__)
 
 PLOTS = Path("plots")
-TABLE, SUMMARY = PLOTS / "results_summary.csv", Path("metrics/summary.json")
+TABLES = {name: PLOTS / f"{name}.csv" for name in ("results_summary", "results_by_run", "comparisons")}
+REPORT, SUMMARY = PLOTS / "report.md", Path("metrics/summary.json")
 FIGURES = {name: PLOTS / f"{name}.png" for name in ("data_scale_comparison", "method_comparison", "loss_curves")}
+REFERENCE_OF = {"lora": BASE_RUN, "qlora": BASE_4BIT_RUN}  # what each method's adapter is trained on
+EXAMPLES = 3
 
 
 def main() -> None:
-    remove_stale(TABLE, SUMMARY, *FIGURES.values())
+    remove_stale(*TABLES.values(), REPORT, SUMMARY, *FIGURES.values())
     p = load_params()
-    runs = [(m, str(s)) for m in p["methods"] for s in p["split"]["scales"]]
-    table = results_table(runs, Path("metrics/train"), Path("metrics/evaluate"))
-    with atomic_path(TABLE) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.4f")
-    curves = loss_curves([(run_name(m, s), scale_size(s)) for m, s in runs], Path("dvclive"))
+    methods, scales, seeds, b = p["methods"], [str(s) for s in p["split"]["scales"]], p["train"]["seeds"], p["evaluate"]["bootstrap"]
+    runs = [(m, s, seed) for m in methods for s in scales for seed in seeds]
+    by_run = runs_table(runs, Path("metrics"))
+    scores = read_scores(runs)
+    compared = setups(group_by_setup(scores, runs), b["resamples"], p["seed"])
+    table = setups_table(by_run, {name: summary_row(s, b["confidence"]) for name, s in compared.items()})
+    pairs = [compare(compared[a], compared[c], b["confidence"]) for a, c in comparisons(methods, scales, REFERENCE_OF)]
+    choice = verdict(table[~table.run.isin(REFERENCE_RUNS)].to_dict("records"))
+    for name, frame in (("results_summary", table), ("results_by_run", by_run), ("comparisons", pd.DataFrame(pairs))):
+        with atomic_path(TABLES[name]) as tmp:
+            frame.to_csv(tmp, index=False, float_format="%.4f")
+    tuned = by_run[~by_run.run.isin(REFERENCE_RUNS)]
     plot_scale_comparison(table, FIGURES["data_scale_comparison"])
     plot_method_comparison(table, FIGURES["method_comparison"])
-    plot_loss_curves(curves, FIGURES["loss_curves"], caption(table[~table.run.isin(REFERENCE_RUNS)]))
-    write_json(SUMMARY, summary(table))
-    log.info("summary of %d runs:\n%s", len(table), table[["run", "rouge-l", "bleu", "train_runtime_s"]].to_string(index=False))
+    curves = loss_curves([(r, scale_size(s)) for r, s in zip(tuned.run, tuned.scale)], Path("dvclive"))
+    plot_loss_curves(curves, FIGURES["loss_curves"], caption(tuned))
+    with atomic_path(REPORT) as tmp:
+        tmp.write_text(report_markdown(table, pairs, choice, examples(methods, scales, seeds[0]), confidence=b["confidence"],
+                                       resamples=b["resamples"], n_test=int(by_run.n_test.iloc[0]),
+                                       seeds=seeds, produced_on=caption(tuned)), encoding="utf-8")
+    write_json(SUMMARY, summary(table, choice))
+    log.info("most cost-effective: %s (best: %s)\n%s", choice["choice"], choice["best"],
+             table[["run", "rouge-l", "rouge-l_low", "rouge-l_high", "bleu", "train_runtime_s"]].to_string(index=False))
+
+
+def read_scores(runs: list[tuple[str, str, int]]) -> dict[str, list[dict]]:
+    names = [*REFERENCE_RUNS, *(run_name(*r) for r in runs)]
+    scores = {name: read_jsonl(Path("data/scores") / f"{name}.jsonl") for name in names}
+    try:
+        check_same_questions(scores)
+    except ValueError as e:
+        raise PipelineError(str(e)) from None
+    return scores
+
+
+def group_by_setup(scores: dict[str, list[dict]], runs: list[tuple[str, str, int]]) -> dict[str, list[list[dict]]]:
+    """The references with their one answer set; each setup with one per seed, in train.seeds order."""
+    grouped = {ref: [scores[ref]] for ref in REFERENCE_RUNS}
+    for method, scale, seed in runs:
+        grouped.setdefault(setup_name(method, scale), []).append(scores[run_name(method, scale, seed)])
+    return grouped
+
+
+def examples(methods: list[str], scales: list[str], seed: int) -> list[dict]:
+    """The first test questions (the split is shuffled), answered by the base model and by each
+    method at the largest scale (first seed)."""
+    runs = [BASE_RUN, *(run_name(m, scales[-1], seed) for m in methods)]
+    answers = {r: read_jsonl(Path("data/predictions") / f"{r}.jsonl")[:EXAMPLES] for r in runs}
+    return [{"question": row["question"], "reference": row["reference"],
+             "answers": {r: answers[r][i]["prediction"] for r in runs}} for i, row in enumerate(answers[BASE_RUN])]
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
-"""Stage train@<method>-<scale>: fine-tune the base model with LoRA or QLoRA on one train subset.
+"""Stage train@<method>-<scale>-<seed>: fine-tune the base model with LoRA or QLoRA on one train subset.
 
-Run:    dvc repro train@lora-2k     (or: python -m stages.train lora-2k)
+Run:    dvc repro train@lora-2k-42  (or: python -m stages.train lora-2k-42); the seed is one of train.seeds
 Reads:  models/base, data/split/train-<scale>.jsonl, data/split/dev.jsonl,
         data/params/quantization-<method>.json (4-bit settings for qlora, null for lora),
-        params seed, precision, model.trust_remote_code, lora, train.lr, train.kl_beta,
+        params precision, model.trust_remote_code, lora, train.lr, train.kl_beta,
         train.padding_free, train.num_processes, train.tensorboard, train.args,
         train.method_args.<method>
 Writes: models/adapters/<run>/ (the adapter of the checkpoint with the best eval loss)
@@ -48,17 +48,17 @@ CHECKPOINTS = Path("models/checkpoints")
 
 def main() -> None:
     name = sys.argv[1]
-    method, scale = parse_run(name)
+    method, scale, seed = parse_run(name)
     files = Files(name, method, scale)
     p = load_params()
     precision = resolve_precision(p["precision"])
-    scratch = scratch_dir(CHECKPOINTS, name, run_key(files.inputs, training_settings(p, method, precision)))
+    scratch = scratch_dir(CHECKPOINTS, name, run_key(files.inputs, training_settings(p, method, precision, seed)))
     if "LOCAL_RANK" not in os.environ:  # the launching process, not a torchrun worker
         remove_stale(*files.outputs)
         prepare_resume(scratch, name)
         if p["train"]["num_processes"] > 1:
             return launch_workers(name, p["train"]["num_processes"])
-    train(p, method, precision, files, scratch)
+    train(p, method, seed, precision, files, scratch)
 
 
 class Files:
@@ -72,9 +72,9 @@ class Files:
         self.outputs = [self.adapter, self.curves, self.metrics, self.runinfo]
 
 
-def training_settings(p: dict, method: str, precision: str) -> dict:
+def training_settings(p: dict, method: str, precision: str, seed: int) -> dict:
     """Every param that changes the trained weights (and so the checkpoints' key)."""
-    return {"seed": p["seed"], "precision": precision, "trust_remote_code": p["model"]["trust_remote_code"],
+    return {"seed": seed, "precision": precision, "trust_remote_code": p["model"]["trust_remote_code"],
             "lora": p["lora"], "lr": p["train"]["lr"], "kl_beta": p["train"]["kl_beta"],
             "padding_free": p["train"]["padding_free"], "num_processes": p["train"]["num_processes"],
             "args": method_args(p, method)}
@@ -101,10 +101,10 @@ def launch_workers(name: str, n: int) -> None:
         raise PipelineError(f"train@{name}: a worker failed; its message is above")
 
 
-def train(p: dict, method: str, precision: str, files: Files, scratch: Path) -> None:
+def train(p: dict, method: str, seed: int, precision: str, files: Files, scratch: Path) -> None:
     from transformers import AutoTokenizer, set_seed
 
-    set_seed(p["seed"])
+    set_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(BASE)
     train_set, dev_set = encode_records(tokenizer, read_jsonl(files.train)), encode_records(tokenizer, read_jsonl(files.dev))
     model = load_model(p, method, precision)
@@ -114,7 +114,7 @@ def train(p: dict, method: str, precision: str, files: Files, scratch: Path) -> 
     meter = CostMeter(steps_log, memory, prior=read_json(resume / COST) if resume else None)
     trainer = RegularisedTrainer(
         model=model,
-        args=training_arguments(p, method, precision, scratch),
+        args=training_arguments(p, method, precision, scratch, seed),
         train_dataset=train_set,
         eval_dataset=dev_set,
         data_collator=data_collator(tokenizer, p["train"]["padding_free"]),

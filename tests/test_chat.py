@@ -1,127 +1,142 @@
-"""Tests of medqa_scale.chat: the chat for a record, the prompt ids and the answer-only loss mask.
+"""medqa_scale.chat: a run's answers, as the generate stage gives them, to questions from the
+arguments or stdin; clear messages for what cannot be answered.
 
-The tokenizer is the embedded default's byte-level BPE, trained here on a small slice of the
-synthetic corpus (offline, a few seconds). Run: python -m pytest -q tests/test_chat.py
+Run: python -m pytest tests/test_chat.py -q
 """
 
 from __future__ import annotations
 
+import copy
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
+import torch
+from ruamel.yaml import YAML
 
-from medqa_scale.builtin import corpus
 from medqa_scale.builtin.corpus import generate_pairs
-from medqa_scale.builtin.model import CHAT_TEMPLATE, build_tokenizer
-from medqa_scale.chat import IGNORE_INDEX, encode_example, prompt_ids, to_messages
+from medqa_scale.chat_format import to_messages
+from medqa_scale.generation import generate_answers
+from medqa_scale.modeling import add_trainable_adapter, load_base_model, load_run_model, save_adapter
+from medqa_scale.params import read_yaml
 
-SYSTEM = "你是一名医学助手。"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def small_params() -> dict:
+    p = copy.deepcopy(read_yaml(ROOT / "params.yaml"))
+    p["precision"] = "fp32"
+    p["evaluate"].update(batch_size=4, max_new_tokens=6)
+    return p
+
+
+def make_adapter(base: Path, out: Path, p: dict, quantization: dict | None) -> None:
+    """An adapter as train leaves one, without training: every lora_B random, so the adapter
+    changes the answers (a new adapter's lora_B is zero, which changes nothing)."""
+    model = load_base_model(base, quantization=quantization, precision="fp32", trust_remote_code=False)
+    model = add_trainable_adapter(model, p["lora"], quantized=quantization is not None, gradient_checkpointing=False)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.2)
+    save_adapter(model, out)
+
+
+def build_workspace(ws: Path, tiny_base: Path) -> Path:
+    """models/base, two adapters (lora-64-42, qlora-64-42), test records, params.yaml and
+    data/params/ laid out as the pipeline leaves them."""
+    p = small_params()
+    shutil.copytree(tiny_base, ws / "models/base")
+    (ws / "data/params").mkdir(parents=True)
+    quantization = {"lora": None, "qlora": p["quantization"]}
+    for method, q in quantization.items():
+        (ws / f"data/params/quantization-{method}.json").write_text(json.dumps(q), encoding="utf-8")
+        make_adapter(ws / "models/base", ws / f"models/adapters/{method}-64-42", p, q)
+    records = [{**r, "messages": to_messages(r["question"], r["answer"], p["preprocess"]["system_prompt"])}
+               for r in generate_pairs(6, seed=7)]
+    (ws / "data/split").mkdir(parents=True)
+    (ws / "data/split/test.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
+                                              encoding="utf-8")
+    with open(ws / "params.yaml", "w", encoding="utf-8") as f:
+        YAML(typ="safe", pure=True).dump(p, f)
+    return ws
+
+
+def command(workspace: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", *args], cwd=workspace, env=env, input=stdin, capture_output=True,
+                          text=True)
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    return build_tokenizer([r["question"] + r["answer"] for r in corpus.generate_pairs(300, seed=0)], vocab_size=500)
+def workspace(tmp_path_factory, tiny_base) -> Path:
+    return build_workspace(tmp_path_factory.mktemp("chat"), tiny_base)
 
 
 @pytest.fixture(scope="module")
-def record():
-    return generate_pairs(1, seed=7)[0]
+def questions() -> list[str]:
+    return [r["question"] for r in generate_pairs(3, seed=11)]
 
 
-def test_tokenizer_fixture_is_what_the_tests_assume(tokenizer):
-    assert len(tokenizer) == 500
-    assert tokenizer.eos_token == "<|im_end|>"
-    assert tokenizer.pad_token == "<|endoftext|>"
+def expected_answers(workspace: Path, run: str, questions: list[str]) -> list[str]:
+    """generate_answers on the run's model, loaded as the generate stage loads it."""
+    from transformers import AutoTokenizer
+
+    p, base = small_params(), workspace / "models/base"
+    quantization = p["quantization"] if run.startswith("qlora") or run == "base-4bit" else None
+    adapter = None if run.startswith("base") else workspace / "models/adapters" / run
+    model = load_run_model(base, adapter, quantization, precision="fp32", trust_remote_code=False, merge=True)
+    tokenizer = AutoTokenizer.from_pretrained(base, padding_side="left")
+    chats = [to_messages(q, None, p["preprocess"]["system_prompt"]) for q in questions]
+    return generate_answers(model, tokenizer, chats, 4, p["evaluate"]["max_new_tokens"], p["evaluate"]["generation"])[0]
 
 
-def test_to_messages_without_answer_is_the_prompt():
-    assert to_messages("头痛怎么办？", None, SYSTEM) == [
-        {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": "头痛怎么办？"},
-    ]
+def test_chat_answers_the_questions_given_as_arguments_as_the_run_is_evaluated(workspace, questions):
+    proc = command(workspace, "medqa_scale.chat", "lora-64-42", *questions)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    expected = expected_answers(workspace, "lora-64-42", questions)
+    assert proc.stdout == "".join(a + "\n" for a in expected)  # the answers alone: logs go to stderr
+    assert expected != expected_answers(workspace, "base", questions)  # the adapter is in use
 
 
-def test_to_messages_with_answer_appends_the_assistant_turn():
-    assert to_messages("头痛怎么办？", "多休息。", SYSTEM) == [
-        {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": "头痛怎么办？"},
-        {"role": "assistant", "content": "多休息。"},
-    ]
-    # An empty answer is still an answer (only None means "prompt only").
-    assert to_messages("q", "", "s")[-1] == {"role": "assistant", "content": ""}
+def test_chat_reads_one_question_a_line_from_stdin_skipping_blank_lines(workspace, questions, monkeypatch, capsys):
+    from medqa_scale import chat
+
+    monkeypatch.chdir(workspace)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"{questions[0]}\n\n  \n{questions[1]}\n"))
+    chat.main(["qlora-64-42"])
+    expected = expected_answers(workspace, "qlora-64-42", questions[:2])
+    assert capsys.readouterr().out == "".join(a + "\n" for a in expected) and all(expected)
 
 
-def test_prompt_ids_render_chatml_and_end_with_the_assistant_header(tokenizer, record):
-    messages = to_messages(record["question"], record["answer"], SYSTEM)
-    prompt = prompt_ids(tokenizer, messages)
-    assert tokenizer.decode(prompt) == (
-        f"<|im_start|>system\n{SYSTEM}<|im_end|>\n"
-        f"<|im_start|>user\n{record['question']}<|im_end|>\n"
-        "<|im_start|>assistant\n"
-    )
-    header = tokenizer.encode("<|im_start|>assistant\n", add_special_tokens=False)
-    assert header[0] == tokenizer.convert_tokens_to_ids("<|im_start|>")
-    assert len(header) >= 2
-    assert prompt[-len(header):] == header
-    # The assistant turn, when present, is left out of the prompt.
-    assert prompt == prompt_ids(tokenizer, to_messages(record["question"], None, SYSTEM))
+def test_max_new_tokens_bounds_the_answer(workspace, questions, monkeypatch, capsys):
+    from medqa_scale import chat
+
+    monkeypatch.chdir(workspace)
+    chat.main(["lora-64-42", "--max-new-tokens", "1", questions[0]])
+    short = capsys.readouterr().out.strip()
+    assert short and expected_answers(workspace, "lora-64-42", questions[:1])[0].startswith(short)
 
 
-def test_encode_example_masks_exactly_the_prompt(tokenizer, record):
-    messages = to_messages(record["question"], record["answer"], SYSTEM)
-    prompt = prompt_ids(tokenizer, messages)
-    ex = encode_example(tokenizer, messages)
-    ids, labels = ex["input_ids"], ex["labels"]
-    n = len(prompt)
-
-    assert set(ex) == {"input_ids", "attention_mask", "labels"}
-    assert len(ids) == len(labels) == len(ex["attention_mask"]) > n
-    assert ex["attention_mask"] == [1] * len(ids)
-    assert ids[:n] == prompt
-    assert labels[:n] == [IGNORE_INDEX] * n
-    assert labels[n:] == ids[n:]
-    assert IGNORE_INDEX not in labels[n:]
-    assert labels.count(IGNORE_INDEX) == n
-    assert tokenizer.decode(labels[n:]) == record["answer"] + "<|im_end|>" + "\n"
-    assert tokenizer.decode(ids) == tokenizer.decode(prompt) + record["answer"] + "<|im_end|>\n"
+@pytest.mark.parametrize("args, message", [
+    (["dora-64-42", "问"], "is not a run name like lora-2k-42"),
+    (["lora-1k-42", "问"], "run `dvc repro train@lora-1k-42`"),
+    (["lora-64-42", "头痛" * 200], "over preprocess.max_source_len (128 tokens)"),
+])
+def test_chat_stops_with_one_message_for_what_it_cannot_answer(workspace, args, message):
+    proc = command(workspace, "medqa_scale.chat", *args)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert message in proc.stderr and proc.stdout == ""
 
 
-def test_encode_example_handles_text_outside_the_tokenizer_corpus(tokenizer):
-    # Byte-level BPE has no unknown token: unseen characters still round-trip.
-    answer = "Take 2 tablets 😀 / 每日两次"
-    ex = encode_example(tokenizer, to_messages("What now?", answer, "sys"))
-    n = ex["labels"].count(IGNORE_INDEX)
-    assert tokenizer.decode(ex["input_ids"][n:]) == answer + "<|im_end|>\n"
-
-
-def test_encode_example_rejects_a_template_that_does_not_render_the_prompt_as_prefix(tokenizer, record):
-    bad = build_tokenizer([r["question"] + r["answer"] for r in corpus.generate_pairs(300, seed=0)], vocab_size=500)
-    # A marker that appears only when add_generation_prompt is set, at the very start.
-    bad.chat_template = "{% if add_generation_prompt %}{{ '<|endoftext|>' }}{% endif %}" + CHAT_TEMPLATE
-    messages = to_messages(record["question"], record["answer"], SYSTEM)
-    with pytest.raises(ValueError, match="prompt differently"):
-        encode_example(bad, messages)
-    # The same chat through the good template encodes fine.
-    assert encode_example(tokenizer, messages)["labels"][0] == IGNORE_INDEX
-
-
-def test_history_turns_come_before_the_question_and_stay_out_of_the_loss(tokenizer):
-    history = [("你好", "你好，请讲。")]
-    messages = to_messages("头痛怎么办？", "多休息。", SYSTEM, history=history)
-    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant"]
-    example = encode_example(tokenizer, messages)
-    prompt = prompt_ids(tokenizer, messages)
-    assert tokenizer.decode(prompt).endswith("<|im_start|>user\n头痛怎么办？<|im_end|>\n<|im_start|>assistant\n")
-    assert "你好，请讲。" in tokenizer.decode(prompt)  # the history's answer is context
-    answer = [t for t, label in zip(example["input_ids"], example["labels"]) if label != IGNORE_INDEX]
-    assert tokenizer.decode(answer) == "多休息。<|im_end|>\n"
-    # The generation prompt for the same record is the same tokens.
-    assert prompt_ids(tokenizer, to_messages("头痛怎么办？", None, SYSTEM, history=history)) == prompt
-
-
-def test_encode_examples_in_a_batch_equals_encode_example_one_by_one(tokenizer):
-    from medqa_scale.builtin.corpus import generate_pairs
-    from medqa_scale.chat import encode_examples
-
-    chats = [to_messages(r["question"], r["answer"], SYSTEM, history=[("你好", "请讲。")] if i % 3 else ())
-             for i, r in enumerate(generate_pairs(60, seed=4))]
-    chats.append(to_messages("What now? ", "Take a rest.", "sys"))
-    assert encode_examples(tokenizer, chats) == [encode_example(tokenizer, c) for c in chats]
+def test_chat_without_a_base_model_says_how_to_make_it(workspace, tmp_path):
+    shutil.copy(workspace / "params.yaml", tmp_path / "params.yaml")
+    proc = command(tmp_path, "medqa_scale.chat", "base", "问")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "run `dvc repro download_model`" in proc.stderr

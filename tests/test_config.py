@@ -141,14 +141,35 @@ def test_lora_stages_do_not_depend_on_qlora_knobs():
     # The matrix resolves ${item.method}: lora reads train.method_args.lora and a quantization
     # file that holds null, qlora reads train.method_args.qlora and the 4-bit settings.
     spec = dvc_yaml()["stages"]
-    for group in ("train", "evaluate"):
+    for group in ("train", "generate"):
         params = spec[group]["params"]
         assert "quantization" not in params and "train" not in params and "train.method_args" not in params
         assert "data/params/quantization-${item.method}.json" in spec[group]["deps"]
     assert "train.method_args.${item.method}" in spec["train"]["params"]
-    assert not any("quantization" in str(x) for x in spec["evaluate_base"]["params"] + spec["evaluate_base"]["deps"])
+    assert not any("quantization" in str(x) for x in spec["generate_base"]["params"] + spec["generate_base"]["deps"])
     # The 4-bit base is QLoRA's reference: it reads QLoRA's 4-bit settings and nothing of LoRA's.
-    assert "data/params/quantization-qlora.json" in spec["evaluate_base_4bit"]["deps"]
+    assert "data/params/quantization-qlora.json" in spec["generate_base_4bit"]["deps"]
+
+
+def test_scoring_reads_the_answers_and_no_model_and_generation_no_metric_code():
+    # Editing the metrics code must rescore without regenerating (hours on the study).
+    spec = dvc_yaml()["stages"]
+    for name in ("evaluate", "evaluate_base", "evaluate_base_4bit"):
+        assert not any(d.startswith("models/") for d in spec[name]["deps"]), name
+        assert spec[name]["params"] == ["seed", "evaluate.bootstrap"], name
+    for name in ("generate", "generate_base", "generate_base_4bit"):
+        assert "medqa_scale/metrics.py" not in spec[name]["deps"], name
+        assert "evaluate.bootstrap" not in spec[name]["params"] and "evaluate" not in spec[name]["params"], name
+
+
+def test_adding_a_seed_reruns_no_existing_run():
+    # The seed is part of each run's name (matrix), never a param of the train stage: `train.seeds`
+    # growing from [42] to [42, 43] adds runs and leaves train@*-42 up to date.
+    spec = dvc_yaml()["stages"]
+    assert spec["train"]["matrix"]["seed"] == "${train.seeds}"
+    for group in ("train", "generate", "evaluate"):
+        assert not any(str(p).startswith(("train.seeds", "seed")) and p != "seed" for p in spec[group]["params"])
+    assert "seed" not in spec["train"]["params"]  # the run's own seed comes from its name
 
 
 def test_no_stage_but_check_params_depends_on_the_profile_name():

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medqa_scale.device import device, peak_memory_mb, reset_peak_memory, resolve_precision, torch_dtype
+from medqa_scale.device import device, resolve_precision, torch_dtype
 
 
 def test_auto_precision_is_fp32_on_cpu_and_explicit_settings_pass_through():
@@ -28,12 +28,18 @@ def test_torch_dtype_of_each_precision():
         torch_dtype("int8")
 
 
-def test_peak_memory_grows_with_an_allocation():
-    reset_peak_memory()
-    before = peak_memory_mb()
-    block = torch.ones(64 * 2**20 // 4 * (1 if torch.cuda.is_available() else 4))  # 64-256 MB
+
+
+def test_peak_memory_measures_an_allocation_made_and_freed_after_start():
+    from medqa_scale.device import CPU_GROWTH, CUDA_PEAK, PeakMemory
+
+    memory = PeakMemory(interval_s=0.001).start()
+    block = torch.ones(64 * 2**20 // 4 * (1 if torch.cuda.is_available() else 4))  # 64-256 MB, then freed
     if torch.cuda.is_available():
         block = block.cuda()
     block += 1
-    assert peak_memory_mb() >= before > 0
-    assert peak_memory_mb() > 60
+    del block
+    peak = memory.stop()
+    assert memory.kind == (CUDA_PEAK if torch.cuda.is_available() else CPU_GROWTH)
+    assert peak > 60
+    assert PeakMemory().start().stop() < 60  # nothing allocated: little growth

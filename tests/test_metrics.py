@@ -9,8 +9,15 @@ import math
 import numpy as np
 import pytest
 
-from medqa_scale.metrics import (CHAR_BLEU, bleu_zh, char_bleu4, char_bleu4_per_sample, bootstrap_indices, bootstrap_intervals, interval, rouge_per_sample, rouge_zh,
-                                 segment)
+from medqa_scale.metrics import (CHAR_BLEU, METRICS, bleu_from_stats, bleu_zh, bootstrap_indices, char_bleu4,
+                                 char_bleu4_per_sample, interval, paired_p_value, per_sample_scores, point_estimates,
+                                 resampled, rouge_per_sample, rouge_zh, scores_matrix, segment)
+
+
+def bootstrap_intervals(preds, refs, indices, confidence):
+    """Intervals of one answer set, as the evaluate stage computes them."""
+    values = resampled(scores_matrix([per_sample_scores(preds, refs)]), indices)
+    return {k: interval(v, confidence) for k, v in values.items()}
 
 
 def test_segment_of_the_hand_checked_strings():
@@ -108,6 +115,43 @@ def test_bootstrap_intervals_contain_the_score_and_resample_questions_with_the_s
     identity = bootstrap_intervals(preds, refs, np.tile(np.arange(6), (3, 1)), 0.95)
     assert identity["bleu"]["low"] == pytest.approx(scores["bleu"]) == identity["bleu"]["high"]
     assert identity["rouge-l"]["low"] == pytest.approx(scores["rouge-l"])
+
+
+def test_per_sample_scores_give_the_corpus_scores_back():
+    preds = ["头痛要多休息", "发热请就医吃药", "", "腹泻要补液"]
+    refs = ["头痛应多休息睡觉", "发热要去医院", "咳嗽要多喝温水", "腹泻需要补液盐"]
+    scores = per_sample_scores(preds, refs)
+    assert set(scores[0]) == {"rouge-1", "rouge-2", "rouge-l", CHAR_BLEU, "bleu_stats"}
+    values = {k: float(v[0]) for k, v in point_estimates(scores_matrix([scores])).items()}
+    assert set(values) == set(METRICS)
+    assert values["bleu"] == pytest.approx(bleu_zh(preds, refs)[0])
+    assert bleu_from_stats(np.sum([s["bleu_stats"] for s in scores], axis=0)) == pytest.approx(bleu_zh(preds, refs)[0])
+    for key, value in rouge_zh(preds, refs).items():
+        assert values[key] == pytest.approx(value)
+    assert values[CHAR_BLEU] == pytest.approx(char_bleu4(preds, refs))
+
+
+def test_several_seeds_widen_the_interval_and_identical_seeds_do_not():
+    preds = ["头痛要多休息", "发热请就医吃药", "咳嗽多喝水", "腹泻要补液", "失眠少喝咖啡", "胃痛少吃辣"]
+    refs = ["头痛应多休息睡觉", "发热要去医院", "咳嗽要多喝温水", "腹泻需要补液盐", "失眠应规律作息", "胃痛要清淡饮食"]
+    good, bad = per_sample_scores(refs, refs), per_sample_scores(preds, refs)
+    questions = bootstrap_indices(6, 400, seed=3)
+    one = resampled(scores_matrix([bad]), questions)
+    same = resampled(scores_matrix([bad, bad]), questions, np.random.default_rng(0))
+    assert np.allclose(one["rouge-l"], same["rouge-l"]) and np.allclose(one["bleu"], same["bleu"])
+    # A seed that answers perfectly and one that does not: the seeds' spread widens the interval.
+    mixed = resampled(scores_matrix([bad, good]), questions, np.random.default_rng(0))
+    width = lambda v: interval(v, 0.95)["high"] - interval(v, 0.95)["low"]  # noqa: E731
+    assert width(mixed["rouge-l"]) > 2 * width(one["rouge-l"])
+    assert interval(mixed["rouge-l"], 0.95)["high"] == pytest.approx(100)  # both seeds drawn as the good one
+
+
+def test_paired_p_value_is_small_for_a_consistent_difference_and_large_for_none():
+    rng = np.random.default_rng(0)
+    assert paired_p_value(5.0, 5.0 + rng.normal(0, 1, 999)) == pytest.approx(1 / 1000)
+    assert paired_p_value(0.1, 0.1 + rng.normal(0, 1, 999)) > 0.8
+    # Shifted to the null: resampled differences 2 +- 1 around an observed 2 cross 0 about 5% of the time.
+    assert 0.02 < paired_p_value(2.0, 2.0 + rng.normal(0, 1, 9999)) < 0.08
 
 
 def test_a_wider_confidence_gives_a_wider_interval():

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from medqa_scale.modeling import (add_saved_adapter, add_trainable_adapter, load_base_model, quantization_config,
-                                  save_adapter)
+from medqa_scale.modeling import (add_saved_adapter, add_trainable_adapter, load_base_model, load_run_model,
+                                  merged_full_precision, quantization_config, save_adapter)
 
 QUANTIZATION = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
                 "bnb_4bit_compute_dtype": "auto"}
@@ -120,3 +120,72 @@ def test_a_saved_adapter_is_the_same_bytes_whatever_the_string_hash_seed(tiny_ba
     assert files["1"] == files["2"] == files["3"]
     config = json.loads(files["1"]["adapter_config.json"])
     assert config["target_modules"] == ["k_proj", "o_proj", "q_proj", "v_proj"]
+
+
+def saved_random_adapter(tiny_base, out, quantization):
+    """An adapter whose B matrices are random, so that it changes the answers."""
+    model = add_trainable_adapter(load_base_model(tiny_base, quantization=quantization, precision="fp32",
+                                                  trust_remote_code=False), LORA, quantized=quantization is not None,
+                                  gradient_checkpointing=False)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    save_adapter(model, out)
+    return out
+
+
+def greedy(model, tiny_base, n=6):
+    """Greedy token ids for a few prompts, 12 each (random weights need not stop or decode to text)."""
+    from transformers import AutoTokenizer
+
+    from medqa_scale.builtin.corpus import generate_pairs
+    from medqa_scale.chat_format import prompt_ids, to_messages
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base, padding_side="left")
+    prompts = [prompt_ids(tokenizer, to_messages(r["question"], None, "你是一名医学助手。")) for r in generate_pairs(n, seed=3)]
+    batch = tokenizer.pad({"input_ids": prompts}, return_tensors="pt")
+    with torch.inference_mode():
+        out = model.generate(**batch, do_sample=False, num_beams=1, max_new_tokens=12, min_new_tokens=12,
+                             pad_token_id=tokenizer.pad_token_id)
+    return out[:, batch["input_ids"].shape[1]:].tolist()
+
+
+def test_a_merged_lora_adapter_answers_as_the_unmerged_one_with_no_adapter_left(tiny_base, tmp_path):
+    adapter = saved_random_adapter(tiny_base, tmp_path / "lora", None)
+    load = lambda merge: load_run_model(tiny_base, adapter, None, precision="fp32", trust_remote_code=False,  # noqa: E731
+                                        merge=merge)
+    merged, unmerged = load(True), load(False)
+    assert not any("lora_" in n for n, _ in merged.named_parameters())
+    assert any("lora_" in n for n, _ in unmerged.named_parameters())
+    assert greedy(merged, tiny_base) == greedy(unmerged, tiny_base)
+    base = load_run_model(tiny_base, None, None, precision="fp32", trust_remote_code=False, merge=True)
+    ids = torch.tensor([list(range(3, 40))])
+    with torch.inference_mode():
+        logits = {name: m(input_ids=ids).logits for name, m in (("merged", merged), ("unmerged", unmerged), ("base", base))}
+    assert torch.allclose(logits["merged"], logits["unmerged"], atol=1e-4)
+    assert (logits["merged"] - logits["base"]).abs().max() > 0.1  # the adapter matters: the equality means something
+
+
+def test_a_qlora_adapter_stays_unmerged_on_its_4bit_base(tiny_base, tmp_path):
+    adapter = saved_random_adapter(tiny_base, tmp_path / "qlora", QUANTIZATION)
+    model = load_run_model(tiny_base, adapter, QUANTIZATION, precision="fp32", trust_remote_code=False, merge=True)
+    assert any(name.endswith("q_proj.base_layer") for name in linear4bit_layers(model))
+    assert any("lora_B" in n for n, _ in model.named_parameters())
+
+
+def test_merging_a_qlora_adapter_for_export_uses_the_dequantised_4bit_weights(tiny_base, tmp_path):
+    adapter = saved_random_adapter(tiny_base, tmp_path / "qlora", QUANTIZATION)
+    merged = merged_full_precision(tiny_base, adapter, QUANTIZATION, precision="fp32", trust_remote_code=False)
+    assert linear4bit_layers(merged) == [] and not any("lora_" in n for n, _ in merged.named_parameters())
+    assert {p.dtype for p in merged.parameters()} == {torch.float32}
+    four_bit = load_run_model(tiny_base, adapter, QUANTIZATION, precision="fp32", trust_remote_code=False, merge=True)
+    assert greedy(merged, tiny_base) == greedy(four_bit, tiny_base)
+    ids = torch.tensor([list(range(3, 40))])
+    with torch.inference_mode():
+        assert torch.allclose(merged(input_ids=ids).logits, four_bit(input_ids=ids).logits, atol=1e-3)
+    # Merged into the original weights instead, the down projection would differ by the quantisation error.
+    original = load_base_model(tiny_base, quantization=None, precision="fp32", trust_remote_code=False)
+    w, w_merged = (m.model.layers[0].mlp.down_proj.weight for m in (original, merged))  # not adapted: base only
+    assert not torch.equal(w, w_merged) and torch.allclose(w, w_merged, atol=0.05)

@@ -13,7 +13,7 @@ import yaml
 
 from medqa_scale.cli import PipelineError
 from medqa_scale.params import (BASE_RUN, METHODS, PARAMS_FILE, load_params, parse_run, read_yaml,
-                                run_name, scale_size)
+                                run_method, run_name, scale_size, setup_name)
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params.yaml"
@@ -90,12 +90,18 @@ def test_scale_size_rejects_trailing_newline():
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("scale", ["1k", "2k", "500", "100k"])
 def test_run_name_and_parse_run_round_trip(method, scale):
-    run = run_name(method, scale)
-    assert run == f"{method}-{scale}"
-    assert parse_run(run) == (method, scale)
+    run = run_name(method, scale, 42)
+    assert run == f"{method}-{scale}-42" and setup_name(method, scale) == f"{method}-{scale}"
+    assert parse_run(run) == (method, scale, 42)
+    assert run_method(run) == method
 
 
-def test_parse_run_of_the_base_model():
+@pytest.mark.parametrize("name", ["base", "base-4bit", "lora-2k", "dora-2k-42", "lora-2k-x"])
+def test_parse_run_refuses_what_is_not_a_training_run(name):
+    with pytest.raises(ValueError, match="method-scale-seed"):
+        parse_run(name)
+
+
+def test_the_references_load_the_full_precision_and_the_4bit_base():
     assert BASE_RUN == "base"
-    assert parse_run(BASE_RUN) == ("base", "")
-    assert parse_run("base") == ("base", "")
+    assert run_method(BASE_RUN) is None and run_method("base-4bit") == "qlora"

@@ -22,7 +22,13 @@ from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS, SCALES = ["lora", "qlora"], ["200", "400"]
-RUNS = [f"{m}-{s}" for m in METHODS for s in SCALES]
+RUNS = [f"{m}-{s}-42" for m in METHODS for s in SCALES]
+REFERENCES = ["base", "base-4bit"]
+
+
+def stages_of(runs) -> set[str]:
+    """Every stage that trains, answers with and scores the given runs."""
+    return {f"{stage}@{r}" for r in runs for stage in ("train", "generate", "evaluate")}
 SMALL = [
     "model.builtin.pretrain.steps=40", "model.builtin.pretrain.passages=400", "model.builtin.vocab_size=1500",
     "data.sources=[{builtin:800}]", "split.dev_size=40", "split.test_size=40", f"split.scales=[{','.join(SCALES)}]",
@@ -54,6 +60,15 @@ def assert_ran(proc: subprocess.CompletedProcess, expected: set[str]) -> None:
     assert ran == expected, f"ran {sorted(ran)}, expected {sorted(expected)}; DVC said:\n" + "\n".join(said)
 
 
+def assert_ran_between(proc: subprocess.CompletedProcess, required: set[str], allowed: set[str]) -> None:
+    """Every stage of `required` ran, and nothing outside `allowed` did. Scoring and the summary
+    rerun only when the answers changed, which a changed adapter need not bring."""
+    ran = ran_stages(proc.stdout)
+    said = [line for line in proc.stdout.splitlines() if line.startswith(("Running stage", "Stage "))]
+    assert required <= ran <= required | allowed, f"ran {sorted(ran)}, required {sorted(required)}, " \
+        f"allowed {sorted(allowed)}; DVC said:\n" + "\n".join(said)
+
+
 def git(repo: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
 
@@ -78,15 +93,21 @@ def first_run(repo):
 
 
 def test_first_run_produces_every_output(repo, first_run):
-    expected = {f"train@{r}" for r in RUNS} | {f"evaluate@{r}" for r in RUNS} | {
-        "check_params", "download_model", "download_data", "preprocess", "data_card", "split", "evaluate_base", "evaluate_base_4bit", "summarize"}
+    expected = stages_of(RUNS) | {
+        "check_params", "download_model", "download_data", "preprocess", "data_card", "split", "generate_base",
+        "generate_base_4bit", "evaluate_base", "evaluate_base_4bit", "summarize"}
     assert_ran(first_run, expected)
     assert (repo / "models/base/model.safetensors").exists()
     assert json.loads((repo / "models/base/provenance.json").read_text())["source"] == "builtin"
-    for run in RUNS + ["base", "base-4bit"]:
+    for run in RUNS + REFERENCES:
         metrics = json.loads((repo / f"metrics/evaluate/{run}.json").read_text())
-        for key in ("rouge-1", "rouge-2", "rouge-l", "bleu", "samples_per_second", "tokens_per_second", "peak_memory_mb"):
+        for key in ("rouge-1", "rouge-2", "rouge-l", "bleu", "char-bleu-4"):
             assert isinstance(metrics[key], float) and metrics[key] >= 0, (run, key)
+            assert metrics["interval"][key]["low"] <= metrics[key] <= metrics["interval"][key]["high"], (run, key)
+        speed = json.loads((repo / f"metrics/generate/{run}.json").read_text())
+        for key in ("samples_per_second", "tokens_per_second", "peak_memory_mb"):
+            assert isinstance(speed[key], float) and speed[key] >= 0, (run, key)
+        assert len((repo / f"data/scores/{run}.jsonl").read_text().splitlines()) == 40
         lines = (repo / f"data/predictions/{run}.jsonl").read_text(encoding="utf-8").splitlines()
         assert len(lines) == 40 and set(json.loads(lines[0])) == {"id", "question", "reference", "prediction"}
     for run in RUNS:
@@ -97,8 +118,35 @@ def test_first_run_produces_every_output(repo, first_run):
         assert 0 < train["trainable_params"] < train["total_params"]
     csv = (repo / "plots/results_summary.csv").read_text().splitlines()
     assert len(csv) == 1 + 2 + len(RUNS) and csv[1].startswith("base,") and csv[2].startswith("base-4bit,")
+    assert {"rouge-l_low", "rouge-l_high", "rouge-l_seed_sd", "seeds"} <= set(csv[0].split(","))
+    report = (repo / "plots/report.md").read_text(encoding="utf-8")
+    assert "**Most cost-effective: `" in report and "Rule: the cheapest setup" in report
+    assert "| `lora-400` | `lora-200` |" in report and "## Example answers" in report
+    comparisons = (repo / "plots/comparisons.csv").read_text().splitlines()
+    assert len(comparisons) == 1 + len(RUNS) + 2 + 2 and "rouge-l_p" in comparisons[0]
     for png in ("data_scale_comparison", "method_comparison", "loss_curves", "data_card"):
         assert (repo / f"plots/{png}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_reported_scores_match_an_independent_recomputation_from_the_answers(repo, first_run):
+    # Straight from the libraries, not through medqa_scale.metrics: jieba + rouge-chinese per answer
+    # (an empty answer scores 0), the mean over all answers; sacrebleu's corpus BLEU, tokenize zh.
+    import jieba
+    import sacrebleu
+    from rouge_chinese import Rouge
+
+    for run in RUNS + REFERENCES:
+        rows = [json.loads(line) for line in (repo / f"data/predictions/{run}.jsonl").read_text(encoding="utf-8").splitlines()]
+        totals = {"rouge-1": 0.0, "rouge-2": 0.0, "rouge-l": 0.0}
+        for row in rows:
+            hyp, ref = (" ".join(w for w in jieba.cut(row[k]) if w.strip()) for k in ("prediction", "reference"))
+            if hyp and ref:
+                for key, value in Rouge().get_scores(hyp, ref)[0].items():
+                    totals[key] += 100 * value["f"] / len(rows)
+        bleu = sacrebleu.corpus_bleu([r["prediction"] for r in rows], [[r["reference"] for r in rows]], tokenize="zh").score
+        reported = json.loads((repo / f"metrics/evaluate/{run}.json").read_text())
+        for key, value in {**totals, "bleu": bleu}.items():
+            assert abs(reported[key] - value) < 0.01, (run, key, reported[key], value)
 
 
 def test_nested_splits_and_no_leak(repo, first_run):
@@ -130,7 +178,7 @@ def test_every_record_left_out_is_listed_with_its_origin(repo, first_run, listin
 
 
 def test_adapter_trained_and_only_the_adapter_saved(repo, first_run):
-    weights = load_file(repo / "models/adapters/lora-400/adapter_model.safetensors")
+    weights = load_file(repo / "models/adapters/lora-400-42/adapter_model.safetensors")
     assert weights and all("lora_" in k for k in weights)
     # LoRA's B matrices start at zero: non-zero means training moved them.
     assert any(v.abs().sum() > 0 for k, v in weights.items() if "lora_B" in k)
@@ -189,31 +237,59 @@ def test_a_qlora_knob_reruns_only_the_qlora_side(repo, first_run):
     back_to_first_run(repo, first_run)
     out = exp_run(repo, "quantization.bnb_4bit_use_double_quant=false")
     qlora = [r for r in RUNS if r.startswith("qlora-")]
-    assert_ran(out, {f"train@{r}" for r in qlora} | {f"evaluate@{r}" for r in qlora} | {
-        "check_params", "evaluate_base_4bit", "summarize"})  # the 4-bit base is loaded with the knob too
+    # The 4-bit base is loaded with the knob too.
+    assert_ran_between(out, {f"{s}@{r}" for r in qlora for s in ("train", "generate")} | {"check_params", "generate_base_4bit"},
+                       {f"evaluate@{r}" for r in qlora} | {"evaluate_base_4bit", "summarize"})
 
 
 def test_lr_change_reruns_exactly_the_training_side(repo, first_run):
     back_to_first_run(repo, first_run)
     out = exp_run(repo, "train.lr=5e-5")
-    assert_ran(out, {f"train@{r}" for r in RUNS} | {f"evaluate@{r}" for r in RUNS} | {
-        "check_params", "summarize"})
-    info = json.loads((repo / "metrics/runinfo/train-lora-200.json").read_text())
+    assert_ran_between(out, {f"{s}@{r}" for r in RUNS for s in ("train", "generate")} | {"check_params"},
+                       {f"evaluate@{r}" for r in RUNS} | {"summarize"})
+    info = json.loads((repo / "metrics/runinfo/train-lora-200-42.json").read_text())
     lr = info["training_arguments"]["learning_rate"]
     assert lr == 5e-05 and isinstance(lr, float)
 
 
-def test_metrics_show_lists_every_run(repo, first_run):
+def test_editing_the_metrics_code_rescores_without_regenerating(repo, first_run):
+    back_to_first_run(repo, first_run)
+    metrics = repo / "medqa_scale/metrics.py"
+    original = metrics.read_text(encoding="utf-8")
+    metrics.write_text(original.replace("ROUGE_KEYS = (", "# an edit to the metrics code\nROUGE_KEYS = ("), encoding="utf-8")
+    try:
+        out = dvc(repo, "repro")
+        assert_ran(out, {f"evaluate@{r}" for r in RUNS} | {"evaluate_base", "evaluate_base_4bit", "summarize"})
+    finally:
+        metrics.write_text(original, encoding="utf-8")
+    dvc(repo, "repro")
+    assert json.loads(dvc(repo, "status", "--json").stdout) == {}
+
+
+def test_another_seed_adds_runs_and_reruns_none_of_the_first(repo, first_run):
+    back_to_first_run(repo, first_run)
+    out = exp_run(repo, "train.seeds=[42,43]")
+    assert_ran(out, stages_of([r.replace("-42", "-43") for r in RUNS]) | {"check_params", "summarize"})
+    table = (repo / "plots/results_summary.csv").read_text().splitlines()
+    header, lora = table[0].split(","), dict(zip(table[0].split(","), table[3].split(",")))
+    assert len(table) == 1 + 2 + len(RUNS) and lora["run"] == "lora-200" and lora["seeds"] == "2"
+    by_run = (repo / "plots/results_by_run.csv").read_text().splitlines()
+    assert len(by_run) == 1 + 2 + 2 * len(RUNS) and "rouge-l_seed_sd" in header
+    assert "2 training seed(s) per setup (42, 43)" in (repo / "plots/report.md").read_text(encoding="utf-8")
+
+
+def test_metrics_show_lists_every_run_with_its_interval(repo, first_run):
     out = dvc(repo, "metrics", "show").stdout
-    for run in RUNS + ["base", "base-4bit"]:
-        assert f"metrics/evaluate/{run}.json" in out
-    for key in ("rouge-1", "rouge-2", "rouge-l", "bleu", "samples_per_second"):
-        assert key in out
+    for run in RUNS + REFERENCES:
+        assert f"metrics/evaluate/{run}.json" in out and f"metrics/generate/{run}.json" in out
+    for key in ("rouge-1", "rouge-2", "rouge-l", "bleu", "samples_per_second", "interval.rouge-l.low",
+                "interval.rouge-l.high", "most_cost_effective"):
+        assert key in out, key
 
 
 def test_bad_params_stop_the_run_before_any_model_loads_with_one_message(repo, first_run):
     params = (repo / "params.yaml").read_text(encoding="utf-8")
-    bad = params.replace("- lora\n- qlora", "- lora\n- dora").replace("lr: 5.0e-05", "lr: -1")
+    bad = re.sub(r"(?m)^  lr: .*$", "  lr: -1", params.replace("- lora\n- qlora", "- lora\n- dora"), count=1)
     bad = bad.replace("- '400'", "- 9999k").replace("- 400", "- 9999k")
     assert bad.count("dora") == 1 and "lr: -1" in bad and "9999k" in bad
     shutil.rmtree(repo / "models/base")

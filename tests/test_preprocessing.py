@@ -10,7 +10,7 @@ import copy
 import pytest
 
 from medqa_scale.dedup import reason_counts
-from medqa_scale.chat import IGNORE_INDEX, encode_example, to_messages
+from medqa_scale.chat_format import IGNORE_INDEX, encode_example, to_messages
 from medqa_scale.preprocessing import clean_records, preprocess_records
 
 SYSTEM = "你是一名医学助手。"

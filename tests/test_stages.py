@@ -5,7 +5,8 @@ laid out like the repository: a tiny base model, split files and a params.yaml.
   same bytes whatever the rules;
 - train keeps the adapter of the best checkpoint, not the last, on a run whose last evaluation
   is worse than an earlier one, and cleans up what a killed run left;
-- the train and evaluate stages load the QLoRA base 4-bit and the LoRA base unquantized.
+- generate loads the QLoRA base 4-bit with the adapter unmerged and merges a LoRA adapter into the
+  full-precision base; evaluate scores the answers apart, per sample.
 
 Run: python -m pytest tests/test_stages.py -q
 """
@@ -28,7 +29,7 @@ from ruamel.yaml import YAML
 from safetensors.torch import load_file
 
 from medqa_scale.builtin.corpus import generate_pairs
-from medqa_scale.chat import to_messages
+from medqa_scale.chat_format import to_messages
 from medqa_scale.params import read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,10 +132,10 @@ def test_check_params_gate_is_the_same_bytes_for_other_valid_params(workspace, t
 @pytest.fixture(scope="module")
 def trained(workspace):
     # A temporary directory that a killed run left behind: the stage removes it before it starts.
-    stale = workspace / "models/adapters/.lora-64.killed.tmp"
+    stale = workspace / "models/adapters/.lora-64-42.killed.tmp"
     stale.mkdir(parents=True)
     (stale / "adapter_model.safetensors").write_bytes(b"half-written")
-    proc = stage(workspace, "stages.train", "lora-64")
+    proc = stage(workspace, "stages.train", "lora-64-42")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return workspace
 
@@ -145,7 +146,7 @@ def eval_losses(checkpoint_dir: Path) -> dict[int, float]:
 
 
 def test_train_writes_its_outputs_and_removes_what_a_killed_run_left(trained):
-    run = "lora-64"
+    run = "lora-64-42"
     assert (trained / f"models/adapters/{run}/adapter_model.safetensors").exists()
     assert (trained / f"dvclive/{run}/plots/metrics/eval/loss.tsv").exists()
     metrics = json.loads((trained / f"metrics/train/{run}.json").read_text())
@@ -157,7 +158,7 @@ def test_train_writes_its_outputs_and_removes_what_a_killed_run_left(trained):
 
 
 def test_train_keeps_the_best_checkpoint_not_the_last(trained):
-    [scratch] = (trained / "models/checkpoints").glob("lora-64-*")
+    [scratch] = (trained / "models/checkpoints").glob("lora-64-42-*")
     checkpoints = sorted(scratch.glob("checkpoint-*"),
                          key=lambda p: int(p.name.split("-")[1]))
     losses = eval_losses(checkpoints[-1])
@@ -165,10 +166,10 @@ def test_train_keeps_the_best_checkpoint_not_the_last(trained):
     last_step = max(losses)
     # The premise: this run's last evaluation is worse than an earlier one.
     assert losses[last_step] > losses[best_step] and best_step != last_step
-    metrics = json.loads((trained / "metrics/train/lora-64.json").read_text())
+    metrics = json.loads((trained / "metrics/train/lora-64-42.json").read_text())
     assert metrics["best_step"] == best_step and metrics["best_eval_loss"] == pytest.approx(losses[best_step])
 
-    saved = load_file(trained / "models/adapters/lora-64/adapter_model.safetensors")
+    saved = load_file(trained / "models/adapters/lora-64-42/adapter_model.safetensors")
     best = load_file(scratch / f"checkpoint-{best_step}/adapter_model.safetensors")
     last = load_file(scratch / f"checkpoint-{last_step}/adapter_model.safetensors")
     assert set(saved) == set(best) == set(last)
@@ -176,13 +177,36 @@ def test_train_keeps_the_best_checkpoint_not_the_last(trained):
     assert any((saved[k] != last[k]).any() for k in saved)
 
 
-def test_evaluate_scores_the_trained_adapter(trained):
-    proc = stage(trained, "stages.evaluate", "lora-64")
+def test_generate_answers_and_evaluate_scores_them_apart(trained):
+    proc = stage(trained, "stages.generate", "lora-64-42")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = (trained / "data/predictions/lora-64.jsonl").read_text(encoding="utf-8").splitlines()
+    lines = (trained / "data/predictions/lora-64-42.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(lines) == 8 and set(json.loads(lines[0])) == {"id", "question", "reference", "prediction"}
-    metrics = json.loads((trained / "metrics/evaluate/lora-64.json").read_text())
+    speed = json.loads((trained / "metrics/generate/lora-64-42.json").read_text())
+    assert speed["adapter"] == "merged" and speed["n_test"] == 8 and speed["samples_per_second"] > 0
+    info = json.loads((trained / "metrics/runinfo/generate-lora-64-42.json").read_text())
+    assert info["generation_config"]["do_sample"] is False and info["generation_config"]["repetition_penalty"] == 1.0
+    proc = stage(trained, "stages.evaluate", "lora-64-42")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((trained / "metrics/evaluate/lora-64-42.json").read_text())
     assert metrics["n_test"] == 8 and 0 <= metrics["rouge-l"] <= 100
+    assert metrics["interval"]["rouge-l"]["low"] <= metrics["rouge-l"] <= metrics["interval"]["rouge-l"]["high"]
+    scores = [json.loads(line) for line in (trained / "data/scores/lora-64-42.jsonl").read_text().splitlines()]
+    assert [s["id"] for s in scores] == [json.loads(line)["id"] for line in lines]
+    assert sum(s["rouge-l"] for s in scores) / 8 == pytest.approx(metrics["rouge-l"])
+
+
+def test_evaluate_max_samples_answers_the_first_test_questions(trained, tmp_path):
+    ws = tmp_path / "ws"
+    for part in ("models/base", "data/split", "data/params", "models/adapters/lora-64-42"):
+        shutil.copytree(trained / part, ws / part)
+    p = small_params()
+    p["evaluate"]["max_samples"] = 3
+    write_params(ws, p)
+    assert stage(ws, "stages.generate", "lora-64-42").returncode == 0
+    ids = [json.loads(line)["id"] for line in (ws / "data/predictions/lora-64-42.jsonl").read_text().splitlines()]
+    test = [json.loads(line)["id"] for line in (ws / "data/split/test.jsonl").read_text().splitlines()]
+    assert ids == test[:3]
 
 
 def copy_workspace(workspace: Path, dest: Path, **args) -> Path:
@@ -199,25 +223,25 @@ def copy_workspace(workspace: Path, dest: Path, **args) -> Path:
 def test_a_killed_run_resumes_from_its_last_complete_checkpoint(workspace, tmp_path):
     args = {"num_train_epochs": 3}  # 24 steps, a checkpoint every 2
     whole = copy_workspace(workspace, tmp_path / "whole", **args)
-    assert stage(whole, "stages.train", "lora-64").returncode == 0
+    assert stage(whole, "stages.train", "lora-64-42").returncode == 0
     killed = copy_workspace(workspace, tmp_path / "killed", **args)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "stages.train", "lora-64"], cwd=killed, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "stages.train", "lora-64-42"], cwd=killed, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while proc.poll() is None and not list((killed / "models/checkpoints").glob("lora-64-*/checkpoint-6/complete.json")):
+    while proc.poll() is None and not list((killed / "models/checkpoints").glob("lora-64-42-*/checkpoint-6/complete.json")):
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
-    assert not (killed / "models/adapters/lora-64").exists()
+    assert not (killed / "models/adapters/lora-64-42").exists()
 
-    again = stage(killed, "stages.train", "lora-64")
+    again = stage(killed, "stages.train", "lora-64-42")
     assert again.returncode == 0, again.stderr[-3000:]
-    step = int(re.search(r"resuming lora-64 from step (\d+)", again.stderr).group(1))
-    metrics = json.loads((killed / "metrics/train/lora-64.json").read_text())
-    reference = json.loads((whole / "metrics/train/lora-64.json").read_text())
+    step = int(re.search(r"resuming lora-64-42 from step (\d+)", again.stderr).group(1))
+    metrics = json.loads((killed / "metrics/train/lora-64-42.json").read_text())
+    reference = json.loads((whole / "metrics/train/lora-64-42.json").read_text())
     assert step >= 6 and metrics["resumed_from_step"] == step and metrics["global_steps"] == 24
     assert metrics["best_eval_loss"] == pytest.approx(reference["best_eval_loss"], rel=0.02)
-    steps = [json.loads(line)["step"] for line in (killed / "dvclive/lora-64/steps.jsonl").read_text().splitlines()
+    steps = [json.loads(line)["step"] for line in (killed / "dvclive/lora-64-42/steps.jsonl").read_text().splitlines()
              if "loss" in json.loads(line)]
     assert steps == list(range(1, 25))  # every step logged once, before and after the kill
     assert reference["resumed_from_step"] == 0 and metrics["train_runtime_s"] > 0
@@ -230,17 +254,17 @@ def test_two_processes_train_with_ddp_on_cpu_and_only_rank_0_writes(workspace, t
     p["train"]["method_args"]["lora"]["per_device_train_batch_size"] = 4  # 2 x 4: the same 8 samples a step
     write_params(ws, p)
     assert stage(ws, "stages.check_params").returncode == 0
-    proc = stage(ws, "stages.train", "lora-64")
+    proc = stage(ws, "stages.train", "lora-64-42")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "with 2 processes" in proc.stderr and proc.stderr.count("best eval loss") == 1  # rank 0 reports alone
-    info = json.loads((ws / "metrics/runinfo/train-lora-64.json").read_text())
+    info = json.loads((ws / "metrics/runinfo/train-lora-64-42.json").read_text())
     assert info["training_arguments"]["ddp_backend"] == "gloo"
-    logged = [json.loads(line) for line in (ws / "dvclive/lora-64/steps.jsonl").read_text().splitlines()]
+    logged = [json.loads(line) for line in (ws / "dvclive/lora-64-42/steps.jsonl").read_text().splitlines()]
     losses = [e["loss"] for e in logged if "loss" in e]
     assert [e["step"] for e in logged if "loss" in e] == list(range(1, 17))  # each step once, not once per rank
     assert sum(losses[-4:]) < sum(losses[:4])  # it learns
-    assert json.loads((ws / "metrics/train/lora-64.json").read_text())["global_steps"] == 16
-    assert (ws / "models/adapters/lora-64/adapter_model.safetensors").exists()
+    assert json.loads((ws / "metrics/train/lora-64-42.json").read_text())["global_steps"] == 16
+    assert (ws / "models/adapters/lora-64-42/adapter_model.safetensors").exists()
 
 
 def test_tensorboard_event_files_land_beside_the_curves_when_asked(workspace, tmp_path):
@@ -249,9 +273,9 @@ def test_tensorboard_event_files_land_beside_the_curves_when_asked(workspace, tm
     p["train"]["tensorboard"] = True
     write_params(ws, p)
     assert stage(ws, "stages.check_params").returncode == 0
-    proc = stage(ws, "stages.train", "lora-64")
+    proc = stage(ws, "stages.train", "lora-64-42")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    [events] = (ws / "dvclive/lora-64/tensorboard").glob("events.out.tfevents.*")
+    [events] = (ws / "dvclive/lora-64-42/tensorboard").glob("events.out.tfevents.*")
     assert events.stat().st_size > 0
 
 
@@ -261,33 +285,23 @@ def test_a_nan_loss_stops_the_run_with_a_message_and_no_adapter(workspace, tmp_p
     p["train"]["lr"] = 1.0e8
     write_params(ws, p)
     assert stage(ws, "stages.check_params").returncode == 0
-    proc = stage(ws, "stages.train", "lora-64")
+    proc = stage(ws, "stages.train", "lora-64-42")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert re.search(r"(loss|grad_norm) became (nan|inf) at step \d+.*lower train.lr", proc.stderr)
-    assert not (ws / "models/adapters/lora-64").exists() and not (ws / "metrics/train/lora-64.json").exists()
+    assert not (ws / "models/adapters/lora-64-42").exists() and not (ws / "metrics/train/lora-64-42.json").exists()
 
 
 # --- the bases the stages load ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("entry", ["train", "evaluate"])
 @pytest.mark.parametrize("method", ["lora", "qlora"])
-def test_the_stages_load_qlora_4bit_and_lora_unquantized(workspace, monkeypatch, entry, method):
+def test_train_loads_qlora_4bit_and_lora_unquantized(workspace, monkeypatch, method):
     import importlib
 
     import bitsandbytes as bnb
 
     monkeypatch.chdir(workspace)
-    module = importlib.import_module(f"stages.{entry}")
-    p = small_params()
-    if entry == "train":
-        model = module.load_model(p, method, "fp32")
-    else:
-        adapter = workspace / f"models/adapters/{method}-test"
-        if not adapter.exists():
-            module_train = importlib.import_module("stages.train")
-            module_train.load_model(p, method, "fp32").save_pretrained(adapter)
-        model = module.load_model(p, f"{method}-test", "fp32")
+    model = importlib.import_module("stages.train").load_model(small_params(), method, "fp32")
     layers = [n for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)]
     if method == "qlora":
         assert any(n.endswith("q_proj.base_layer") for n in layers)
@@ -296,20 +310,16 @@ def test_the_stages_load_qlora_4bit_and_lora_unquantized(workspace, monkeypatch,
     assert any("lora_A" in n for n, _ in model.named_parameters())
 
 
-def test_evaluate_base_loads_the_base_model_alone(workspace, monkeypatch):
+@pytest.mark.parametrize("run, adapter", [("base", "none"), ("base-4bit", "none"), ("lora-test-42", "merged"),
+                                          ("qlora-test-42", "unmerged on 4-bit base")])
+def test_generate_loads_each_run_as_it_was_trained(workspace, monkeypatch, run, adapter):
     import importlib
 
-    monkeypatch.chdir(workspace)
-    model = importlib.import_module("stages.evaluate").load_model(small_params(), "base", "fp32")
-    assert not any("lora_" in n for n, _ in model.named_parameters())
-
-
-def test_evaluate_base_4bit_loads_the_base_as_qlora_trains_on_it_without_an_adapter(workspace, monkeypatch):
-    import importlib
-
-    import bitsandbytes as bnb
-
-    monkeypatch.chdir(workspace)
-    model = importlib.import_module("stages.evaluate").load_model(small_params(), "base-4bit", "fp32")
-    assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
-    assert not any("lora_" in n for n, _ in model.named_parameters())
+    if run not in ("base", "base-4bit") and not (workspace / f"models/adapters/{run}").exists():
+        monkeypatch.chdir(workspace)
+        importlib.import_module("stages.train").load_model(small_params(), run.split("-")[0], "fp32").save_pretrained(
+            workspace / f"models/adapters/{run}")
+    proc = stage(workspace, "stages.generate", run)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((workspace / f"metrics/generate/{run}.json").read_text())
+    assert metrics["adapter"] == adapter and metrics["base_4bit"] == (run.startswith("qlora") or run == "base-4bit")

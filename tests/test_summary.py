@@ -8,21 +8,24 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from medqa_scale.summary import QUALITY, loss_curves, results_table, summary
+from medqa_scale.summary import QUALITY, loss_curves, runs_table, setups_table, summary
 
 
 def write_run(root: Path, run: str, rouge_l: float, train: bool = True) -> None:
-    (root / "evaluate").mkdir(parents=True, exist_ok=True)
-    (root / "train").mkdir(parents=True, exist_ok=True)
+    for part in ("evaluate", "generate", "train"):
+        (root / part).mkdir(parents=True, exist_ok=True)
     scores = {"rouge-1": rouge_l + 10, "rouge-2": rouge_l - 10, "rouge-l": rouge_l, "bleu": rouge_l / 2,
-              "char-bleu-4": rouge_l / 3, "samples_per_second": 3.0, "tokens_per_second": 30.0, "peak_memory_mb": 700.0}
+              "char-bleu-4": rouge_l / 3, "n_test": 200}
     scores["interval"] = {k: {"low": v - 2, "high": v + 3} for k, v in list(scores.items())[:5]}
     (root / "evaluate" / f"{run}.json").write_text(json.dumps(scores))
+    (root / "generate" / f"{run}.json").write_text(json.dumps({
+        "samples_per_second": 3.0, "tokens_per_second": 30.0, "peak_memory_mb": 700.0, "ran_to_max_new_tokens": 1}))
     if train:
         (root / "train" / f"{run}.json").write_text(json.dumps({
-            "train_runtime_s": 12.5, "tokens_per_second": 900.0, "peak_memory_mb": 750.0,
+            "train_runtime_s": rouge_l / 4, "tokens_per_second": 900.0, "peak_memory_mb": 750.0,
             "peak_memory_kind": "cuda_max_allocated", "produced_on": "Qwen/Qwen2.5-3B-Instruct, bf16 on NVIDIA H100",
             "best_eval_loss": 2.0, "trainable_params": 1000}))
 
@@ -31,32 +34,54 @@ def write_run(root: Path, run: str, rouge_l: float, train: bool = True) -> None:
 def metrics(tmp_path):
     write_run(tmp_path, "base", 18.0, train=False)
     write_run(tmp_path, "base-4bit", 16.0, train=False)
-    for run, score in (("lora-1k", 30.0), ("lora-2k", 48.0), ("qlora-1k", 32.0), ("qlora-2k", 43.0)):
+    for run, score in (("lora-1k-42", 30.0), ("lora-1k-43", 34.0), ("lora-2k-42", 48.0), ("lora-2k-43", 50.0),
+                       ("qlora-1k-42", 32.0), ("qlora-1k-43", 32.0), ("qlora-2k-42", 43.0), ("qlora-2k-43", 45.0)):
         write_run(tmp_path, run, score)
-    write_run(tmp_path, "lora-9k", 99.0)  # a stale run from other params: must be ignored
+    write_run(tmp_path, "lora-9k-42", 99.0)  # a stale run from other params: must be ignored
     return tmp_path
 
 
-RUNS = [("lora", "1k"), ("lora", "2k"), ("qlora", "1k"), ("qlora", "2k")]
+RUNS = [(m, s, seed) for m in ("lora", "qlora") for s in ("1k", "2k") for seed in (42, 43)]
 
 
-def test_results_table_has_the_base_row_first_and_one_row_per_run(metrics):
-    table = results_table(RUNS, metrics / "train", metrics / "evaluate")
-    assert list(table.run) == ["base", "base-4bit", "lora-1k", "lora-2k", "qlora-1k", "qlora-2k"]
-    assert list(table.n_train) == [0, 0, 1000, 2000, 1000, 2000]
-    assert list(table.method) == ["base", "base-4bit", "lora", "lora", "qlora", "qlora"]
+def test_the_runs_table_has_the_references_first_and_one_row_per_seed(metrics):
+    table = runs_table(RUNS, metrics)
+    assert list(table.run[:4]) == ["base", "base-4bit", "lora-1k-42", "lora-1k-43"] and len(table) == 10
+    assert list(table.setup[:4]) == ["base", "base-4bit", "lora-1k", "lora-1k"]
+    assert list(table.n_train[:4]) == [0, 0, 1000, 1000] and table.seed[3] == 43
     assert table.loc[1, "rouge-l"] == 16.0  # the 4-bit base: QLoRA's own reference
-    assert table.loc[3, "rouge-l"] == 48.0 and table.loc[3, "bleu"] == 24.0
-    assert (table.loc[3, "rouge-l_low"], table.loc[3, "rouge-l_high"]) == (46.0, 51.0)
-    assert table.loc[2, "train_runtime_s"] == 12.5 and table.loc[2, "train_peak_memory_mb"] == 750.0
+    assert table.loc[4, "rouge-l"] == 48.0 and table.loc[4, "bleu"] == 24.0
+    assert (table.loc[4, "rouge-l_low"], table.loc[4, "rouge-l_high"]) == (46.0, 51.0)
+    assert table.loc[2, "train_runtime_s"] == 7.5 and table.loc[2, "train_peak_memory_mb"] == 750.0
+    assert table.loc[2, "samples_per_second"] == 3.0 and table.loc[2, "n_test"] == 200
     assert set(QUALITY) <= set(table.columns)
 
 
-def test_summary_names_the_best_run_and_its_gain_over_the_base_model(metrics):
-    s = summary(results_table(RUNS, metrics / "train", metrics / "evaluate"))
-    assert s["best_run"] == "lora-2k" and s["best_rouge_l"] == 48.0
-    assert s["best_gain_rouge_l"] == pytest.approx(30.0)
-    assert s["runs_beating_base_rouge_l"] == 4 and s["runs"] == 4
+def setups_of(runs):
+    quality = {}
+    for setup, group in runs.groupby("setup", sort=False):
+        quality[setup] = {"seeds": len(group), **{k: group[k].mean() for k in QUALITY},
+                          **{f"{k}_{end}": group[f"{k}_{end}"].mean() for k in QUALITY for end in ("low", "high")}}
+    return setups_table(runs, quality)
+
+
+def test_the_setups_table_has_one_row_per_method_and_scale_with_the_mean_cost(metrics):
+    table = setups_of(runs_table(RUNS, metrics))
+    assert list(table.run) == ["base", "base-4bit", "lora-1k", "lora-2k", "qlora-1k", "qlora-2k"]
+    assert list(table.method) == ["base", "base-4bit", "lora", "lora", "qlora", "qlora"]
+    assert table.loc[2, "rouge-l"] == 32.0 and table.loc[2, "seeds"] == 2
+    assert table.loc[2, "train_runtime_s"] == pytest.approx(8.0)  # mean of 7.5 and 8.5
+    assert pd.isna(table.loc[0, "train_runtime_s"]) and table.loc[0, "samples_per_second"] == 3.0
+
+
+def test_summary_names_the_best_setup_the_verdict_and_the_gain_over_the_base_model(metrics):
+    table = setups_of(runs_table(RUNS, metrics))
+    s = summary(table, {"choice": "lora-2k", "best": "lora-2k"})
+    assert s["best_run"] == "lora-2k" and s["best_rouge_l"] == 49.0
+    assert (s["best_rouge_l_low"], s["best_rouge_l_high"]) == (47.0, 52.0)
+    assert s["best_gain_rouge_l"] == pytest.approx(31.0)
+    assert s["most_cost_effective"] == "lora-2k" and s["most_cost_effective_train_runtime_s"] == pytest.approx(12.25)
+    assert s["setups_clearly_above_base_rouge_l"] == 4 and s["setups"] == 4
     assert s["base_bleu"] == 9.0
 
 

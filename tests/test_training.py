@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from medqa_scale.builtin.corpus import generate_pairs
-from medqa_scale.chat import IGNORE_INDEX, to_messages
+from medqa_scale.chat_format import IGNORE_INDEX, to_messages
 from medqa_scale.params import read_yaml
 from medqa_scale.training import (COMPLETE, CostMeter, NonFiniteLoss, RegularisedTrainer, data_collator,
                                   encode_records, last_complete_checkpoint, run_key, scratch_dir, training_arguments,
@@ -34,7 +34,7 @@ def test_training_arguments_take_train_args_as_they_are_plus_what_the_pipeline_s
     params["train"]["method_args"]["qlora"] = {"per_device_train_batch_size": 3, "gradient_accumulation_steps": 5,
                                                "optim": "paged_adamw_8bit", "activation_checkpointing": True}
     params["train"]["args"]["weight_decay"] = 0.25
-    args = training_arguments(params, "qlora", "fp32", tmp_path / "ckpt")
+    args = training_arguments(params, "qlora", "fp32", tmp_path / "ckpt", seed=params["seed"])
     assert args.learning_rate == 5e-05 and isinstance(args.learning_rate, float)
     assert args.per_device_train_batch_size == 3 and args.gradient_accumulation_steps == 5
     assert args.weight_decay == 0.25
@@ -43,7 +43,7 @@ def test_training_arguments_take_train_args_as_they_are_plus_what_the_pipeline_s
     assert args.report_to == [] or args.report_to == "none"
     assert not args.bf16 and not args.fp16
     assert args.load_best_model_at_end and args.metric_for_best_model == "eval_loss"
-    lora = training_arguments(params, "lora", "fp32", tmp_path / "ckpt")
+    lora = training_arguments(params, "lora", "fp32", tmp_path / "ckpt", seed=params["seed"])
     assert lora.per_device_train_batch_size == params["train"]["method_args"]["lora"]["per_device_train_batch_size"]
     # QLoRA's own arguments win over the shared ones; the paged optimizer needs CUDA, so CPU falls back.
     assert args.activation_checkpointing and not lora.activation_checkpointing
@@ -57,7 +57,7 @@ def test_precision_sets_the_mixed_precision_flags(params, tmp_path, precision, b
 
     # Build without validation of the hardware: only the mapping from precision to flags is tested here.
     monkeypatch.setattr(TrainingArguments, "__post_init__", lambda self: None)
-    args = training_arguments(params, "lora", precision, tmp_path)
+    args = training_arguments(params, "lora", precision, tmp_path, seed=params["seed"])
     assert (args.bf16, args.fp16) == (bf16, fp16)
 
 
@@ -100,7 +100,7 @@ def fit(tiny_base, data, tmp_path, trainer_class=RegularisedTrainer, padding_fre
     torch.manual_seed(0)
     model = load_base_model(tiny_base, quantization=None, precision="fp32", trust_remote_code=False)
     model = add_trainable_adapter(model, {**p["lora"], "lora_dropout": dropout}, quantized=False, gradient_checkpointing=False)
-    trainer = trainer_class(model=model, args=training_arguments(p, "lora", "fp32", tmp_path), train_dataset=train,
+    trainer = trainer_class(model=model, args=training_arguments(p, "lora", "fp32", tmp_path, seed=p["seed"]), train_dataset=train,
                             eval_dataset=dev, data_collator=data_collator(tokenizer, padding_free), **kwargs)
     trainer.train()
     assert trainer is not None and Trainer is not None

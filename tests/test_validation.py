@@ -300,3 +300,31 @@ def test_method_quantization(params):
     quantization["load_in_4bit"] = False  # a copy: the caller may change it freely
     assert params["quantization"]["load_in_4bit"] is True
     assert method_quantization(params, "lora") is None
+
+
+@pytest.mark.parametrize("seeds, key, fragment", [([], "train.seeds", "at least 1"), ([42, 42], "train.seeds", "repeat"),
+                                                  ([42, -1], "train.seeds", "non-negative"),
+                                                  ("42", "train.seeds", "list")])
+def test_bad_seeds_are_reported(params, seeds, key, fragment):
+    params["train"]["seeds"] = seeds
+    problems = validate(params)
+    assert _keys(problems) == [key] and fragment in problems[0].lower()
+
+
+def test_several_seeds_and_a_sample_limit_are_valid(params):
+    params["train"]["seeds"] = [42, 43, 44]
+    params["evaluate"]["max_samples"] = params["split"]["test_size"]
+    assert validate(params) == []
+
+
+@pytest.mark.parametrize("value, fragment", [(0, "greater than 0"), (10**9, "more than split.test_size")])
+def test_a_bad_max_samples_is_reported(params, value, fragment):
+    params["evaluate"]["max_samples"] = value
+    problems = validate(params)
+    assert _keys(problems) == ["evaluate.max_samples"] and fragment in problems[0]
+
+
+def test_an_unknown_generation_backend_is_reported(params):
+    params["evaluate"]["backend"] = "tgi"
+    problems = validate(params)
+    assert _keys(problems) == ["evaluate.backend"] and "'transformers' or 'vllm'" in problems[0]

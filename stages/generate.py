@@ -1,0 +1,87 @@
+"""Stage generate@<method>-<scale>-<seed>, generate_base, generate_base_4bit: answer the test questions.
+
+Run:    dvc repro generate@lora-2k-42   (or: python -m stages.generate lora-2k-42)
+        dvc repro generate_base        (or: python -m stages.generate base), the base model, no adapter
+        dvc repro generate_base_4bit   (or: python -m stages.generate base-4bit), the base loaded 4-bit as
+                                       QLoRA trains on it, no adapter: QLoRA's own reference
+Reads:  models/base, models/adapters/<run> (not for the bases), data/split/test.jsonl,
+        data/params/quantization-<method>.json (quantization-qlora.json for base-4bit), params seed,
+        precision, model.trust_remote_code, evaluate.{backend, max_samples, batch_size, max_new_tokens,
+        generation}
+Writes: data/predictions/<run>.jsonl, one {"id", "question", "reference", "prediction"} per line
+        metrics/generate/<run>.json (samples/s, tokens/s, peak memory and what it measures, answers
+        that ran to max_new_tokens, how the adapter was applied)
+        metrics/runinfo/generate-<run>.json (library versions, hardware, the generation config)
+
+Scoring is the next stage (evaluate), so that a change to the metrics never regenerates answers.
+Generation is greedy (evaluate.generation, nothing inherited from the model), batched longest
+first with left padding, on the prompt the training chat template renders, and stops at the
+template's end-of-turn token. A LoRA adapter is merged into the full-precision base (answers
+equal the unmerged adapter's, at the base model's speed); a QLoRA adapter stays unmerged on the
+4-bit base it was trained on.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from medqa_scale.cli import run
+from medqa_scale.device import PeakMemory, device, resolve_precision
+from medqa_scale.durable import read_json, read_jsonl, remove_stale, write_json, write_jsonl
+from medqa_scale.generation import generate_answers, generation_config, vllm_answers
+from medqa_scale.modeling import load_run_model
+from medqa_scale.params import REFERENCE_RUNS, load_params, run_method
+from medqa_scale.runinfo import environment, revisions
+
+log = logging.getLogger(__name__)
+
+BASE = Path("models/base")
+TEST = Path("data/split/test.jsonl")
+
+
+def main() -> None:
+    name = sys.argv[1]
+    predictions_file = Path("data/predictions") / f"{name}.jsonl"
+    metrics_file, runinfo_file = Path("metrics/generate") / f"{name}.json", Path("metrics/runinfo") / f"generate-{name}.json"
+    remove_stale(predictions_file, metrics_file, runinfo_file)
+    p = load_params()
+    from transformers import AutoTokenizer, set_seed
+
+    set_seed(p["seed"])
+    e, precision = p["evaluate"], resolve_precision(p["precision"])
+    tokenizer = AutoTokenizer.from_pretrained(BASE, padding_side="left")
+    test = read_jsonl(TEST)[: e["max_samples"]]
+    method = run_method(name)
+    quantization = read_json(Path("data/params") / f"quantization-{method}.json") if method else None
+    adapter = None if name in REFERENCE_RUNS else Path("models/adapters") / name
+    chats = [r["messages"] for r in test]
+    if e["backend"] == "vllm" and quantization is None:
+        how = "vllm"
+        predictions, speed = vllm_answers(BASE, adapter, tokenizer, chats, e["max_new_tokens"], e["generation"],
+                                          dtype={"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[precision],
+                                          seed=p["seed"])
+        memory_mb, memory_kind = None, None
+    else:
+        if e["backend"] == "vllm":
+            log.info("%s: QLoRA's bitsandbytes 4-bit base runs on transformers, not vLLM", name)
+        how = "none" if adapter is None else "unmerged on 4-bit base" if quantization else "merged"
+        model = load_run_model(BASE, adapter, quantization, precision=precision,
+                               trust_remote_code=p["model"]["trust_remote_code"], merge=True)
+        memory = PeakMemory().start()  # after loading: on CPU, growth over the loaded model
+        predictions, speed = generate_answers(model, tokenizer, chats, e["batch_size"], e["max_new_tokens"], e["generation"])
+        memory_mb, memory_kind = memory.stop(), memory.kind
+    write_jsonl(predictions_file, [{"id": r["id"], "question": r["question"], "reference": r["answer"], "prediction": pred}
+                                   for r, pred in zip(test, predictions)])
+    write_json(metrics_file, {**speed, "peak_memory_mb": memory_mb, "peak_memory_kind": memory_kind,
+                              "n_test": len(test), "adapter": how, "base_4bit": quantization is not None, "backend": "vllm" if how == "vllm" else "transformers"})
+    write_json(runinfo_file, {"environment": environment(), "precision": precision, "device": device(),
+                              "revisions": revisions(BASE, TEST),
+                              "generation_config": generation_config(tokenizer, e["generation"], e["max_new_tokens"]).to_dict()})
+    log.info("%s: %d answers, %.1f samples/s (adapter: %s), %d ran to max_new_tokens", name, len(test),
+             speed["samples_per_second"], how, speed["ran_to_max_new_tokens"])
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,120 @@
+"""medqa_scale.export: a run's adapter merged into full-precision weights (the de-quantised base for
+QLoRA), loadable without peft or bitsandbytes, answering as the run's model does; a failed check
+or a refused DIR leaves nothing written.
+
+Run: python -m pytest tests/test_export.py -q
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import bitsandbytes as bnb
+import pytest
+import torch
+from test_chat import build_workspace, command, small_params  # the same workspace as the chat tests
+
+from medqa_scale.cli import PipelineError
+from medqa_scale.generation import generate_answers
+from medqa_scale.modeling import load_base_model, load_run_model
+
+RUNS = {"lora": "lora-64-42", "qlora": "qlora-64-42"}
+UNTOUCHED = "model.layers.0.mlp.up_proj.weight"  # a 4-bit layer that lora.target_modules leaves alone
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, tiny_base) -> Path:
+    ws = build_workspace(tmp_path_factory.mktemp("export"), tiny_base)
+    for run in RUNS.values():
+        proc = command(ws, "medqa_scale.export", run, "--check", "3")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return ws
+
+
+def answers(model, ws: Path) -> list[str]:
+    from transformers import AutoTokenizer
+
+    e = small_params()["evaluate"]
+    tokenizer = AutoTokenizer.from_pretrained(ws / "models/base", padding_side="left")
+    chats = [json.loads(line)["messages"] for line in (ws / "data/split/test.jsonl").read_text().splitlines()]
+    return generate_answers(model, tokenizer, chats, 4, e["max_new_tokens"], e["generation"])[0]
+
+
+def files(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+@pytest.mark.parametrize("method", RUNS)
+def test_export_is_a_plain_model_that_answers_as_the_run_does(exported, method):
+    from transformers import AutoModelForCausalLM
+
+    run, out = RUNS[method], exported / "models/export" / RUNS[method]
+    names = set(files(out))
+    assert {"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "export.json"} <= names
+    assert any(n.endswith(".safetensors") for n in names) and not any(n.endswith(".bin") for n in names)
+    assert not list(out.parent.glob(".*"))  # no temporary directory left beside it
+    model = AutoModelForCausalLM.from_pretrained(out).eval()
+    assert not any("lora_" in n for n, _ in model.named_modules())
+    assert not any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+    assert getattr(model.config, "quantization_config", None) is None
+    assert not model.generation_config.do_sample and model.generation_config.num_beams == 1
+
+    quantization = small_params()["quantization"] if method == "qlora" else None
+    adapter_model = load_run_model(exported / "models/base", exported / "models/adapters" / run, quantization,
+                                   precision="fp32", trust_remote_code=False, merge=False)
+    expected = answers(adapter_model, exported)
+    assert answers(model, exported) == expected and any(expected)  # all 6 test questions, not only the 3 checked
+
+    record = json.loads((out / "export.json").read_text())
+    assert record["run"] == run and record["method"] == method and record["precision"] == "fp32"
+    assert record["base"] == json.loads((exported / "models/base/provenance.json").read_text())
+    assert record["check"]["questions"] == 3 and record["check"]["result"] == "equal"
+
+
+def test_qlora_merges_into_the_dequantised_base_and_lora_into_the_original(exported):
+    base = exported / "models/base"
+    original = load_base_model(base, quantization=None, precision="fp32", trust_remote_code=False).state_dict()[UNTOUCHED]
+    four_bit = load_base_model(base, quantization=small_params()["quantization"], precision="fp32",
+                               trust_remote_code=False)
+    dequantised = four_bit.dequantize(dtype=torch.float32).state_dict()[UNTOUCHED]
+    assert not torch.equal(original, dequantised)  # the premise: 4-bit rounding shows in this layer
+    weight = {m: load_base_model(exported / "models/export" / run, quantization=None, precision="fp32",
+                                 trust_remote_code=False).state_dict()[UNTOUCHED] for m, run in RUNS.items()}
+    assert torch.equal(weight["qlora"], dequantised) and torch.equal(weight["lora"], original)
+
+
+def test_a_failed_check_leaves_the_earlier_export_as_it_was(exported, monkeypatch):
+    from medqa_scale import export
+
+    def corrupted(*args, **kwargs):  # the real merge, then every weight moved: answers change
+        model = merged_full_precision(*args, **kwargs)
+        torch.manual_seed(0)
+        with torch.no_grad():
+            for param in model.parameters():
+                param.add_(torch.randn_like(param))
+        return model
+
+    merged_full_precision = export.merged_full_precision
+    monkeypatch.setattr(export, "merged_full_precision", corrupted)
+    monkeypatch.chdir(exported)
+    out = exported / "models/export/lora-64-42"
+    before = files(out)
+    with pytest.raises(PipelineError, match=r"answers test question \d+ .* nothing was written"):
+        export.main(["lora-64-42", "--check", "3"])
+    assert files(out) == before
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted(RUNS.values())  # no temporary left
+
+
+def test_export_refuses_the_bases_and_a_dir_that_is_not_an_export(exported):
+    proc = command(exported, "medqa_scale.export", "base-4bit")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "base-4bit has no adapter to merge" in proc.stderr
+
+    (exported / "notes").mkdir()
+    (exported / "notes/keep.txt").write_text("mine")
+    proc = command(exported, "medqa_scale.export", "lora-64-42", "--out", "notes")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert re.search(r"notes exists and is not an earlier export", proc.stderr)
+    assert files(exported / "notes") == {"keep.txt": b"mine"}
