@@ -24,7 +24,7 @@ from pathlib import Path
 
 from medqa_scale.chat_format import prompt_ids, to_messages
 from medqa_scale.cli import PipelineError, run
-from medqa_scale.device import resolve_precision
+from medqa_scale.device import pin_device, resolve_precision
 from medqa_scale.durable import read_json
 from medqa_scale.generation import generate_answers
 from medqa_scale.modeling import load_run_model
@@ -94,6 +94,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     p = load_params()
+    pin_device(p["device"])
     adapter, quantization = run_inputs(args.run)
     if not args.questions and sys.stdin.isatty():
         log.info("type one question a line; end with Ctrl-D")

@@ -6,6 +6,17 @@ import os
 import threading
 
 
+def pin_device(setting: str) -> None:
+    """Make `setting` (params `device`) the only device this process sees: `cuda:N` shows GPU N
+    alone (as cuda:0), `cpu` hides every GPU, `auto` and `cuda` leave the choice as it is. Call it
+    before anything touches CUDA: the driver reads CUDA_VISIBLE_DEVICES once, at initialisation.
+    Queued experiments are pinned to different GPUs this way (`-S device=cuda:1`)."""
+    if setting == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    elif setting.startswith("cuda:"):
+        os.environ["CUDA_VISIBLE_DEVICES"] = setting.split(":", 1)[1]
+
+
 def device() -> str:
     import torch
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from medqa_scale.chat import BASE, run_inputs
 from medqa_scale.cli import PipelineError, run
-from medqa_scale.device import resolve_precision
+from medqa_scale.device import pin_device, resolve_precision
 from medqa_scale.durable import atomic_path, read_json, read_jsonl, remove_stale, write_json
 from medqa_scale.generation import generate_answers, generation_config
 from medqa_scale.modeling import load_base_model, load_run_model, merged_full_precision
@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out or EXPORTS / args.run
     check_out(out)
     p = load_params()
+    pin_device(p["device"])
     adapter, quantization = run_inputs(args.run)
     if not (BASE / "provenance.json").exists():
         raise PipelineError(f"{BASE}/provenance.json not found: run `dvc repro download_model`")

@@ -213,6 +213,7 @@ class Evaluate(Section):
 class Params(Section):
     seed: int = Field(ge=0)
     precision: Literal["auto", "bf16", "fp16", "fp32"]
+    device: str = Field(pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$", description="auto, cpu, cuda or cuda:N")
     profile: str
     model: Model
     data: Data

@@ -6,7 +6,7 @@ Run:    dvc repro generate@lora-2k-42   (or: python -m stages.generate lora-2k-4
                                        QLoRA trains on it, no adapter: QLoRA's own reference
 Reads:  models/base, models/adapters/<run> (not for the bases), data/split/test.jsonl,
         data/params/quantization-<method>.json (quantization-qlora.json for base-4bit), params seed,
-        precision, model.trust_remote_code, evaluate.{backend, max_samples, batch_size, max_new_tokens,
+        precision, device (undeclared: where, not what), model.trust_remote_code, evaluate.{backend, max_samples, batch_size, max_new_tokens,
         generation}
 Writes: data/predictions/<run>.jsonl, one {"id", "question", "reference", "prediction"} per line
         metrics/generate/<run>.json (samples/s, tokens/s, peak memory and what it measures, answers
@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 from medqa_scale.cli import run
-from medqa_scale.device import PeakMemory, device, resolve_precision
+from medqa_scale.device import PeakMemory, device, pin_device, resolve_precision
 from medqa_scale.durable import read_json, read_jsonl, remove_stale, write_json, write_jsonl
 from medqa_scale.generation import generate_answers, generation_config, vllm_answers
 from medqa_scale.modeling import load_run_model
@@ -47,6 +47,7 @@ def main() -> None:
     metrics_file, runinfo_file = Path("metrics/generate") / f"{name}.json", Path("metrics/runinfo") / f"generate-{name}.json"
     remove_stale(predictions_file, metrics_file, runinfo_file)
     p = load_params()
+    pin_device(p["device"])  # before anything touches CUDA
     from transformers import AutoTokenizer, set_seed
 
     set_seed(p["seed"])

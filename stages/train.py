@@ -3,7 +3,7 @@
 Run:    dvc repro train@lora-2k-42  (or: python -m stages.train lora-2k-42); the seed is one of train.seeds
 Reads:  models/base, data/split/train-<scale>.jsonl, data/split/dev.jsonl,
         data/params/quantization-<method>.json (4-bit settings for qlora, null for lora),
-        params precision, model.trust_remote_code, lora, train.lr, train.kl_beta,
+        params precision, model.trust_remote_code, lora, train.lr, train.kl_beta, device (undeclared: where, not what),
         train.padding_free, train.num_processes, train.tensorboard, train.args,
         train.method_args.<method>
 Writes: models/adapters/<run>/ (the adapter of the checkpoint with the best eval loss)
@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 
 from medqa_scale.cli import PipelineError, run
-from medqa_scale.device import PeakMemory, device, resolve_precision
+from medqa_scale.device import PeakMemory, device, pin_device, resolve_precision
 from medqa_scale.durable import atomic_path, read_json, read_jsonl, remove_stale, write_json
 from medqa_scale.modeling import add_trainable_adapter, load_base_model, save_adapter
 from medqa_scale.params import load_params, parse_run
@@ -51,6 +51,7 @@ def main() -> None:
     method, scale, seed = parse_run(name)
     files = Files(name, method, scale)
     p = load_params()
+    pin_device(p["device"])  # before anything touches CUDA
     precision = resolve_precision(p["precision"])
     scratch = scratch_dir(CHECKPOINTS, name, run_key(files.inputs, training_settings(p, method, precision, seed)))
     if "LOCAL_RANK" not in os.environ:  # the launching process, not a torchrun worker

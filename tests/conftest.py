@@ -31,3 +31,4 @@ def tiny_base(tmp_path_factory) -> Path:
 
 
 from hub_standin import file_server, hub_env, served_repo  # noqa: E402,F401  (local stand-ins for the hub and a web server)
+from dvc_repo import first_run, repo  # noqa: E402,F401  (one small DVC run of the whole DAG, shared)

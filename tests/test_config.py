@@ -262,3 +262,13 @@ def test_every_library_module_has_a_test_file():
             continue
         prefix = "builtin_" if path.parent.name == "builtin" else ""
         assert (ROOT / "tests" / f"test_{prefix}{path.stem}.py").exists(), path
+
+
+def test_the_device_pins_where_a_stage_runs_without_being_a_declared_param():
+    # `-S device=cuda:1` pins a queued experiment to a GPU; the card does not change what a stage
+    # computes, so it is not a declared param and a result is reused whichever card made it.
+    spec = dvc_yaml()["stages"]
+    for group in ("train", "generate", "generate_base", "generate_base_4bit"):
+        assert "device" not in spec[group]["params"], group
+    for stage in ("train", "generate"):
+        assert 'pin_device(p["device"])' in (ROOT / "stages" / f"{stage}.py").read_text(encoding="utf-8")

@@ -5,6 +5,8 @@ Run: python -m pytest tests/test_device.py -q
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -43,3 +45,21 @@ def test_peak_memory_measures_an_allocation_made_and_freed_after_start():
     assert memory.kind == (CUDA_PEAK if torch.cuda.is_available() else CPU_GROWTH)
     assert peak > 60
     assert PeakMemory().start().stop() < 60  # nothing allocated: little growth
+
+
+@pytest.mark.parametrize("setting, visible", [("cpu", ""), ("cuda:1", "1"), ("cuda:0", "0"), ("auto", "7"), ("cuda", "7")])
+def test_pin_device_shows_the_process_only_the_chosen_device(monkeypatch, setting, visible):
+    from medqa_scale.device import pin_device
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7")  # what the launcher set: auto leaves it
+    pin_device(setting)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == visible
+
+
+def test_a_stage_pinned_to_the_cpu_sees_no_gpu():
+    import subprocess
+    import sys
+
+    code = "from medqa_scale.device import pin_device, device; pin_device('cpu'); print(device())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "cpu"

@@ -10,86 +10,14 @@ Run: python -m pytest tests/test_pipeline.py -q   (about 4 minutes on 2 CPU core
 """
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
 
-ROOT = Path(__file__).resolve().parents[1]
-METHODS, SCALES = ["lora", "qlora"], ["200", "400"]
-RUNS = [f"{m}-{s}-42" for m in METHODS for s in SCALES]
-REFERENCES = ["base", "base-4bit"]
-
-
-def stages_of(runs) -> set[str]:
-    """Every stage that trains, answers with and scores the given runs."""
-    return {f"{stage}@{r}" for r in runs for stage in ("train", "generate", "evaluate")}
-SMALL = [
-    "model.builtin.pretrain.steps=40", "model.builtin.pretrain.passages=400", "model.builtin.vocab_size=1500",
-    "data.sources=[{builtin:800}]", "split.dev_size=40", "split.test_size=40", f"split.scales=[{','.join(SCALES)}]",
-    "train.args.eval_steps=0.5", "train.args.save_steps=0.5", "evaluate.max_new_tokens=32",
-]
-
-
-def exp_run(repo: Path, *overrides: str) -> subprocess.CompletedProcess:
-    return dvc(repo, "exp", "run", *[a for o in SMALL + list(overrides) for a in ("-S", o)])
-
-
-def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"dvc {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
-    return proc
-
-
-def ran_stages(output: str) -> set[str]:
-    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
-
-
-def assert_ran(proc: subprocess.CompletedProcess, expected: set[str]) -> None:
-    """The stages that ran are exactly `expected`; on failure, say what DVC said about each stage."""
-    ran = ran_stages(proc.stdout)
-    said = [line for line in proc.stdout.splitlines() if line.startswith(("Running stage", "Stage "))]
-    assert ran == expected, f"ran {sorted(ran)}, expected {sorted(expected)}; DVC said:\n" + "\n".join(said)
-
-
-def assert_ran_between(proc: subprocess.CompletedProcess, required: set[str], allowed: set[str]) -> None:
-    """Every stage of `required` ran, and nothing outside `allowed` did. Scoring and the summary
-    rerun only when the answers changed, which a changed adapter need not bring."""
-    ran = ran_stages(proc.stdout)
-    said = [line for line in proc.stdout.splitlines() if line.startswith(("Running stage", "Stage "))]
-    assert required <= ran <= required | allowed, f"ran {sorted(ran)}, required {sorted(required)}, " \
-        f"allowed {sorted(allowed)}; DVC said:\n" + "\n".join(said)
-
-
-def git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    repo = tmp_path_factory.mktemp("pipeline")
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    for name in files:
-        if (ROOT / name).is_file():
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, repo / name)
-    git(repo, "init", "-q")
-    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A")
-    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy")
-    return repo
-
-
-@pytest.fixture(scope="module")
-def first_run(repo):
-    return exp_run(repo)
+from dvc_repo import (REFERENCES, RUNS, SCALES, assert_ran, assert_ran_between, back_to_first_run, dvc, exp_run,
+                      stages_of)
 
 
 def test_first_run_produces_every_output(repo, first_run):
@@ -225,14 +153,6 @@ def test_editing_a_validation_rule_reruns_only_the_check(repo, first_run):
     assert json.loads(dvc(repo, "status", "--json").stdout) == {}
 
 
-def back_to_first_run(repo: Path, first_run: subprocess.CompletedProcess) -> None:
-    """The workspace as the first run left it: each experiment below is compared with it alone,
-    whatever ran before (Hydra recomposes params.yaml from conf/ for every `exp run`)."""
-    name = re.search(r"Ran experiment\(s\): (\S+)", first_run.stdout).group(1)
-    dvc(repo, "exp", "apply", name)
-    assert json.loads(dvc(repo, "status", "--json").stdout) == {}
-
-
 def test_a_qlora_knob_reruns_only_the_qlora_side(repo, first_run):
     back_to_first_run(repo, first_run)
     out = exp_run(repo, "quantization.bnb_4bit_use_double_quant=false")
@@ -280,6 +200,7 @@ def test_another_seed_adds_runs_and_reruns_none_of_the_first(repo, first_run):
 
 
 def test_metrics_show_lists_every_run_with_its_interval(repo, first_run):
+    back_to_first_run(repo, first_run)
     out = dvc(repo, "metrics", "show").stdout
     for run in RUNS + REFERENCES:
         assert f"metrics/evaluate/{run}.json" in out and f"metrics/generate/{run}.json" in out
