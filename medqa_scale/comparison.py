@@ -66,10 +66,10 @@ def compare(a: Setup, b: Setup, confidence: float) -> dict:
     for k in COMPARED:
         diff = float(a.values[k].mean() - b.values[k].mean())
         deltas = a.resamples[k] - b.resamples[k]
-        ia, ib = interval(a.resamples[k], confidence), interval(b.resamples[k], confidence)
+        ia, ib, spread = (interval(v, confidence) for v in (a.resamples[k], b.resamples[k], deltas))
         overlap = ia["low"] <= ib["high"] and ib["low"] <= ia["high"]
         row.update({f"{k}_diff": diff, f"{k}_p": paired_p_value(diff, deltas),
-                    f"{k}_diff_low": interval(deltas, confidence)["low"], f"{k}_diff_high": interval(deltas, confidence)["high"],
+                    f"{k}_diff_low": spread["low"], f"{k}_diff_high": spread["high"],
                     f"{k}_reading": "no clear difference" if overlap else (f"{a.name} better" if diff > 0 else f"{b.name} better")})
     return row
 

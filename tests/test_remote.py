@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from dvc_repo import RUNS, SMALL, assert_ran, back_to_first_run, dvc, git
+from dvc_repo import RUNS, SMALL, assert_ran, back_to_first_run, dvc, dvc_env, git
 
 BUCKET = "medqa-dvc"
 # Made at run time: the repository under test holds this file, so a literal would be found in it.
@@ -136,12 +136,6 @@ def test_the_environment_is_enough_for_credentials(pushed, s3, tmp_path):
 
 def dvc_command() -> list[str]:
     return [sys.executable, "-m", "dvc"]
-
-
-def dvc_env() -> dict:
-    """The environment dvc_repo.dvc gives DVC: this interpreter's bin first, for the workers."""
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-            "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 def exp_show(repo: Path) -> dict[str, dict]:
