@@ -1,0 +1,117 @@
+"""Answering as every run from one loaded base per precision, for the web page.
+
+The base is loaded at most twice, whatever the number of runs: once in full precision for `base`
+and the LoRA runs, once 4-bit for `base-4bit` and the QLoRA runs (the base they were trained on).
+Every run's adapter is loaded onto its base under the run's name (PEFT's `load_adapter`) and
+switched in per answer (`set_adapter`); a reference run answers with the adapters disabled.
+Adapters stay unmerged: merging one would change the weights every other run shares.
+
+Answers are greedy and stop where the generate stage's stop (`generation_config`), so a test
+question gets the answer the pipeline recorded for it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medqa_scale.chat_format import prompt_ids
+from medqa_scale.generation import generation_config
+from medqa_scale.modeling import load_base_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SharedModels:
+    """Each run's model and the adapter to switch in (None: the base with adapters disabled)."""
+
+    tokenizer: object
+    models: dict[str, object] = field(default_factory=dict)  # run -> the loaded model of its precision
+    adapters: dict[str, str | None] = field(default_factory=dict)  # run -> adapter name, or None
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one generation at a time: set_adapter is global
+
+
+def group_by_base(runs: dict[str, tuple[Path | None, dict | None]]) -> list[tuple[dict | None, list[str]]]:
+    """Runs grouped by the base they answer with: (quantization, runs), full precision first.
+    `runs` maps a run to (adapter directory or None, BitsAndBytesConfig fields or None)."""
+    groups: dict[str, tuple[dict | None, list[str]]] = {}
+    for run, (_, quantization) in runs.items():
+        key = json.dumps(quantization, sort_keys=True)
+        groups.setdefault(key, (quantization, []))[1].append(run)
+    return sorted(groups.values(), key=lambda g: g[0] is not None)
+
+
+def load_shared_models(base: Path, runs: dict[str, tuple[Path | None, dict | None]], *, precision: str,
+                       trust_remote_code: bool) -> SharedModels:
+    """Load each base once and every run's adapter onto it by name."""
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    shared = SharedModels(AutoTokenizer.from_pretrained(base, padding_side="left"))
+    for quantization, names in group_by_base(runs):
+        model = load_base_model(base, quantization=quantization, precision=precision,
+                                trust_remote_code=trust_remote_code)
+        for run in names:
+            adapter = runs[run][0]
+            if adapter is None:
+                shared.adapters[run] = None
+            elif isinstance(model, PeftModel):
+                model.load_adapter(adapter, adapter_name=run)
+                shared.adapters[run] = run
+            else:
+                model = PeftModel.from_pretrained(model, adapter, adapter_name=run)
+                shared.adapters[run] = run
+        model.eval()
+        for run in names:
+            shared.models[run] = model
+        log.info("%s base: %s", "4-bit" if quantization else "full-precision", ", ".join(names))
+    return shared
+
+
+def answer_text(tokenizer, new_tokens: list[int], stop: set[int]) -> tuple[str, bool]:
+    """The answer in generated tokens, cut at the first stop token as the generate stage cuts it,
+    and whether it ran to max_new_tokens instead."""
+    n = next((k for k, t in enumerate(new_tokens) if t in stop), None)
+    return tokenizer.decode(new_tokens[:n], skip_special_tokens=True).strip(), n is None
+
+
+def stream_answer(shared: SharedModels, run: str, chat: list[dict], max_new_tokens: int, settings: dict):
+    """Yield `run`'s answer to `chat` as it grows; the last value yielded is the whole answer,
+    decoded as the generate stage decodes it."""
+    import torch
+    from transformers import TextIteratorStreamer
+
+    tokenizer, model, adapter = shared.tokenizer, shared.models[run], shared.adapters[run]
+    config = generation_config(tokenizer, settings, max_new_tokens)
+    ids = torch.tensor([prompt_ids(tokenizer, chat)], device=model.device)
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    result: dict = {}
+
+    def generate():
+        try:
+            with torch.inference_mode(), (model.disable_adapter() if adapter is None and hasattr(model, "disable_adapter")
+                                          else nullcontext()):
+                if adapter is not None:
+                    model.set_adapter(adapter)
+                result["out"] = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                               generation_config=config, streamer=streamer)
+        except BaseException as e:  # re-raised in the caller's thread, after the streamer is closed
+            result["error"] = e
+            streamer.end()
+
+    with shared.lock:
+        worker = threading.Thread(target=generate, daemon=True)
+        worker.start()
+        text = ""
+        for piece in streamer:
+            text += piece
+            yield text.strip()
+        worker.join()
+    if "error" in result:
+        raise result["error"]
+    yield answer_text(tokenizer, result["out"][0, ids.shape[1]:].tolist(), set(config.eos_token_id))[0]

@@ -1,0 +1,201 @@
+"""The web page (python -m medqa_scale.app), started as the README says on the small DVC run that
+test_pipeline shares, and driven in a real headless browser (Playwright with Chromium; .ci/run
+installs Debian's chromium), through its API (gradio_client), and under 20 concurrent asks.
+
+Run: python -m pytest tests/test_app.py -q
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from dvc_repo import RUNS, dvc_env
+from test_chat import build_workspace, expected_answers
+
+ROOT = Path(__file__).resolve().parents[1]
+ASK_RUNS = ["base", "base-4bit", *RUNS]  # as the page lists them
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class App:
+    """`python -m medqa_scale.app` running in `workspace`, stopped on close."""
+
+    def __init__(self, workspace: Path, log: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.log = log
+        code = workspace if (workspace / "medqa_scale").is_dir() else ROOT  # the repository copy's own code
+        env = {**dvc_env(), "PYTHONPATH": str(code)}
+        self.proc = subprocess.Popen([sys.executable, "-m", "medqa_scale.app", "--port", str(self.port)], cwd=workspace,
+                                     env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"the app exited:\n{log.read_text()[-4000:]}"
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(1)
+        raise AssertionError(f"the app did not start in 240 s:\n{log.read_text()[-4000:]}")
+
+    def client(self):
+        from gradio_client import Client
+
+        return Client(self.url, verbose=False)
+
+    def close(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def app(repo, first_run, tmp_path_factory):
+    started = App(repo, tmp_path_factory.mktemp("app") / "app.log")
+    yield started
+    started.close()
+
+
+def test_questions(repo: Path, n: int) -> list[dict]:
+    return [json.loads(line) for line in (repo / "data/split/test.jsonl").read_text(encoding="utf-8").splitlines()[:n]]
+
+
+test_questions.__test__ = False  # a helper, not a test
+
+
+def predictions(repo: Path, run: str) -> dict[str, str]:
+    rows = (repo / f"data/predictions/{run}.jsonl").read_text(encoding="utf-8").splitlines()
+    return {r["id"]: r["prediction"] for r in map(json.loads, rows)}
+
+
+def max_new_tokens(repo: Path) -> int:
+    from medqa_scale.params import read_yaml
+
+    return read_yaml(repo / "params.yaml")["evaluate"]["max_new_tokens"]
+
+
+def test_the_page_answers_as_every_run_shows_a_test_item_and_the_results_in_a_browser(app, repo, first_run):
+    from playwright.sync_api import expect, sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM}: `apt-get install -y chromium` (README, Set up and run)")
+    experiment = re.search(r"Ran experiment\(s\): (\S+)", first_run.stdout).group(1)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(app.url)
+        expect(page.locator("#notice")).to_contain_text("synthetic data")
+        # Ask: one answer per run plus the base models.
+        page.locator("#question textarea").fill("高血压患者平时要注意什么？")
+        page.locator("#ask").click()
+        expect(page.locator("#ask-status")).to_contain_text("Done", timeout=120_000)
+        for run in ASK_RUNS:
+            assert page.locator(f"#answer-{run} textarea").input_value().strip(), f"{run} gave no answer"
+        # Test set: the question two runs differ on most, with the reference, every answer and its scores.
+        page.get_by_role("tab", name="Test set").click()
+        page.locator("#largest").click()
+        item = page.locator("#item")
+        expect(item).to_contain_text("Reference answer")
+        qid = re.search(r"\((synth-\d+)\)", item.inner_text()).group(1)
+        reference = next(r["answer"] for r in test_questions(repo, 10_000) if r["id"] == qid)
+        expect(item).to_contain_text(reference)
+        for run in ASK_RUNS:
+            card = item.locator(f'[data-run="{run}"]')
+            expect(card).to_contain_text(re.compile(r"ROUGE-L \d+\.\d · BLEU \d+\.\d"))
+            expect(card.locator(".answer-text")).to_have_text(predictions(repo, run)[qid])
+        # Results: the table with intervals, in the workspace and in the experiment the run made.
+        page.get_by_role("tab", name="Results").click()
+        table = page.locator("#results-table")
+        for setup in ("lora-200", "qlora-400", "base-4bit"):
+            expect(table).to_contain_text(setup)
+        expect(table).to_contain_text(re.compile(r"\d+\.\d\d \[\d+\.\d\d, \d+\.\d\d\]"))
+        page.locator("#experiment input").click()
+        page.get_by_role("option", name=f"{experiment} (experiment)").click()
+        expect(table).to_contain_text("qlora-400")
+        browser.close()
+
+
+def test_the_page_answers_test_questions_as_the_pipeline_did(app, repo):
+    client, n = app.client(), max_new_tokens(repo)
+    expected = {run: predictions(repo, run) for run in ASK_RUNS}
+    for record in test_questions(repo, 3):
+        status, *answers = client.predict(record["question"], n, api_name="/ask")
+        assert status.startswith("Done")
+        assert dict(zip(ASK_RUNS, answers)) == {run: expected[run][record["id"]] for run in ASK_RUNS}
+
+
+def test_20_concurrent_asks_all_complete_without_error(app, repo):
+    questions = [r["question"] for r in test_questions(repo, 20)]
+    client = app.client()
+    with ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(lambda q: client.predict(q, 4, api_name="/ask"), questions))
+    assert len(results) == 20
+    assert all(status.startswith("Done") and all(answers) for status, *answers in results), results
+
+
+def test_a_question_over_the_length_limit_is_refused_with_a_message(app):
+    status, *answers = app.client().predict("头痛" * 300, 4, api_name="/ask")
+    assert status.startswith("**Refused:**") and "preprocess.max_source_len" in status
+    assert not any(answers)
+
+
+@pytest.fixture(scope="module")
+def unfinished(tmp_path_factory, tiny_base) -> Path:
+    """A workspace where only the base model and two runs outside params' matrix exist: no adapter
+    for any run params names, no predictions, scores or results."""
+    return build_workspace(tmp_path_factory.mktemp("unfinished"), tiny_base)
+
+
+def test_runs_without_adapters_or_answers_show_notes_and_the_page_keeps_working(unfinished, tmp_path, monkeypatch):
+    app = App(unfinished, tmp_path / "app.log")
+    try:
+        status, *answers = app.client().predict("感冒了怎么办？", 6, api_name="/ask")
+        with urllib.request.urlopen(app.url, timeout=10) as r:
+            assert r.status == 200
+    finally:
+        app.close()
+    from medqa_scale import app as page
+    from medqa_scale.browse import runs_of
+    from medqa_scale.params import read_yaml
+
+    shown = dict(zip(runs_of(read_yaml(unfinished / "params.yaml")), answers, strict=True))
+    assert status.startswith("Done")
+    for run in ("base", "base-4bit"):  # max_new_tokens 6, as expected_answers generates
+        assert shown[run] == expected_answers(unfinished, run, ["感冒了怎么办？"])[0]
+    assert shown["lora-1k-42"].startswith("Not available: models/adapters/lora-1k-42 holds no adapter: run "
+                                          "`dvc repro train@lora-1k-42`")
+    monkeypatch.chdir(unfinished)
+    view = page.load_view(page.Snapshot(None))
+    assert view.answers.empty and view.results is None and view.figures == {}
+    assert "`lora-2k-42`: no answers yet; run `dvc repro evaluate@lora-2k-42`" in view.missing
+    assert "`base`: no answers yet; run `dvc repro evaluate_base`" in view.missing
+    assert page.item_html(view, None) == "<p>Pick a test question.</p>"
+    assert "run `dvc repro summarize`" in page.report_without_images(view.report)
+
+
+def test_the_app_binds_to_this_machine_only_by_default():
+    from medqa_scale import app as page
+
+    assert page.parse_args([]).host == "127.0.0.1"
+    assert page.parse_args(["--host", "0.0.0.0", "--port", "8080"]).port == 8080
+    assert os.environ.get("GRADIO_ANALYTICS_ENABLED") == "False"  # set before gradio is imported
