@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 WORKSPACE = "workspace"
 FIGURES = {"data_scale_comparison.png": "ROUGE-L and BLEU against training samples",
            "method_comparison.png": "LoRA against QLoRA", "loss_curves.png": "Loss curves"}
-CSS = ".answer textarea {font-size: 0.95em}"
+CSS = (".run-answer, #item-reference {border: 1px solid #ddd; border-radius: 6px; padding: 4px 10px; margin: 6px 0}"
+       " #item-reference {background: #f6f8fa} .run-answer .scores {color: #666; margin-left: 8px}")
 
 
 # --- what the pipeline wrote, in the workspace or in an experiment ---------------------------------
@@ -221,6 +222,8 @@ def build(params: dict, shared, notes: dict[str, str], runs: list[str], labels: 
         yield ["Done: every run answered.", *values.values()]
 
     def show_experiment(label: str):
+        if labels.get(label) is None:
+            views.pop(label, None)  # the workspace changes under a running page (dvc repro): read it afresh
         v = view_of(label)
         choices = [(f"{i} · {q[:60]}", i) for i, q in v.questions.items()]
         first = next(iter(v.questions), None)

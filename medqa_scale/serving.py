@@ -93,25 +93,27 @@ def stream_answer(shared: SharedModels, run: str, chat: list[dict], max_new_toke
     result: dict = {}
 
     def generate():
-        try:
-            with torch.inference_mode(), (model.disable_adapter() if adapter is None and hasattr(model, "disable_adapter")
-                                          else nullcontext()):
-                if adapter is not None:
-                    model.set_adapter(adapter)
-                result["out"] = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                                               generation_config=config, streamer=streamer)
-        except BaseException as e:  # re-raised in the caller's thread, after the streamer is closed
-            result["error"] = e
-            streamer.end()
+        # The worker holds the lock, not the caller: an abandoned stream (a closed browser tab)
+        # still ends its generation and frees the models for the next question.
+        with shared.lock:
+            try:
+                with torch.inference_mode(), (model.disable_adapter() if adapter is None and hasattr(model, "disable_adapter")
+                                              else nullcontext()):
+                    if adapter is not None:
+                        model.set_adapter(adapter)
+                    result["out"] = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                                   generation_config=config, streamer=streamer)
+            except BaseException as e:  # re-raised in the caller's thread, after the streamer is closed
+                result["error"] = e
+                streamer.end()
 
-    with shared.lock:
-        worker = threading.Thread(target=generate, daemon=True)
-        worker.start()
-        text = ""
-        for piece in streamer:
-            text += piece
-            yield text.strip()
-        worker.join()
+    worker = threading.Thread(target=generate, daemon=True)
+    worker.start()
+    text = ""
+    for piece in streamer:
+        text += piece
+        yield text.strip()
+    worker.join()
     if "error" in result:
         raise result["error"]
     yield answer_text(tokenizer, result["out"][0, ids.shape[1]:].tolist(), set(config.eos_token_id))[0]
