@@ -7,14 +7,19 @@ Run from the repository root:
     python -m medqa_scale.export lora-2k-42                          # -> models/export/lora-2k-42
     python -m medqa_scale.export qlora-5k-42 --out /srv/models/qlora-5k --check 20
     python -m medqa_scale.export lora-2k-42 --precision bf16 --check 0   # 16-bit weights, unchecked
-Reads:  models/base (and its provenance.json), models/adapters/<run>, data/params/quantization-<method>.json,
+    python -m medqa_scale.export lora-2k-42 --format gguf            # + GGUF f16 and q8_0, Ollama Modelfiles
+    python -m medqa_scale.export best --format gguf                  # the report's most cost-effective setup
+    python -m medqa_scale.export lora-2k-42 --format gguf --converter llama.cpp/convert_hf_to_gguf.py
+Reads:  metrics/summary.json (for `best`), models/base (and its provenance.json), models/adapters/<run>, data/params/quantization-<method>.json,
         data/split/test.jsonl (the check's questions), params.yaml: seed, precision, model.trust_remote_code,
-        evaluate.{generation, batch_size, max_new_tokens}
+        evaluate.{generation, batch_size, max_new_tokens}, preprocess.system_prompt, export.gguf
 Writes: DIR (--out; default models/export/<run>, git-ignored and no DVC output): the merged weights as
         safetensors with config.json, a generation_config.json that decodes greedily as evaluate does and
         stops at the end of the assistant's turn, the tokenizer (left padding, for batched generation),
         and export.json: run, method, precision, base provenance, adapter checksum, how it was merged,
-        the check's result, library versions. DIR gets the whole export or stays as it was.
+        the check's result, library versions. With --format gguf also <run>-f16.gguf, <run>-q8_0.gguf and
+        a Modelfile-<type> for each (Ollama), checked as medqa_scale/gguf_export.py says, recorded under
+        `gguf` in export.json. DIR gets the whole export or stays as it was.
 Prints: log lines only. Exit status 2, with one message, for base/base-4bit (nothing to merge), a model
         not yet made, a DIR that holds something other than an earlier export, or a failed check.
 
@@ -45,6 +50,7 @@ log = logging.getLogger(__name__)
 
 EXPORTS = Path("models/export")
 TEST = Path("data/split/test.jsonl")
+SUMMARY = Path("metrics/summary.json")
 RECORD = "export.json"
 MERGES = {"lora": "peft merge_and_unload into the full-precision base",
           "qlora": "peft merge_and_unload into the base de-quantised from its 4-bit weights (transformers "
@@ -95,26 +101,45 @@ def sha256(path: Path) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m medqa_scale.export", description=__doc__.split("\n")[0])
-    ap.add_argument("run", help="a trained run such as lora-2k-42 (method-scale-seed)")
+    ap.add_argument("run", help="a trained run such as lora-2k-42 (method-scale-seed), or `best`: the report's most "
+                                "cost-effective setup (metrics/summary.json), first seed of train.seeds")
     ap.add_argument("--out", type=Path, help="where to write the export (default: models/export/<run>)")
     ap.add_argument("--check", type=int, default=5, metavar="N",
                     help="test questions the export must answer as the run's model does (default 5; 0 skips)")
     ap.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
                     help="dtype of the exported weights (default: params precision, resolved: fp32 on CPU)")
+    ap.add_argument("--format", choices=("safetensors", "gguf"), default="safetensors",
+                    help="gguf: also GGUF files at f16 and q8_0 for llama.cpp, with Ollama Modelfiles")
+    ap.add_argument("--converter", type=Path, metavar="convert_hf_to_gguf.py",
+                    help="llama.cpp's converter script, to write the GGUF files instead of the gguf package")
     args = ap.parse_args(argv)
     if args.check < 0:
         ap.error("--check must be 0 or more")
+    if args.converter and not args.converter.is_file():
+        ap.error(f"--converter {args.converter} is not a file")
+    if args.converter and args.format != "gguf":
+        ap.error("--converter goes with --format gguf")
     return args
+
+
+def most_cost_effective(summary_file: Path, seeds: list[int]) -> str:
+    """The run of the report's most cost-effective setup with the first seed (`lora-5k` -> `lora-5k-42`)."""
+    if not summary_file.exists():
+        raise PipelineError(f"{summary_file} not found: run `dvc repro summarize` first, or name the run")
+    return f"{read_json(summary_file)['most_cost_effective']}-{seeds[0]}"
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    p = load_params()
+    if args.run == "best":
+        args.run = most_cost_effective(SUMMARY, p["train"]["seeds"])
+        log.info("best: the most cost-effective setup's run is %s", args.run)
     if args.run in REFERENCE_RUNS:
         raise PipelineError(f"{args.run} has no adapter to merge: {BASE} is that model already; export a trained "
                             "run such as lora-2k-42")
     out = args.out or EXPORTS / args.run
     check_out(out)
-    p = load_params()
     pin_device(p["device"])
     adapter, quantization = run_inputs(args.run)
     if not (BASE / "provenance.json").exists():
@@ -147,6 +172,16 @@ def main(argv: list[str] | None = None) -> None:
         got = answers(load_base_model(tmp, quantization=None, precision=precision, trust_remote_code=trust).eval())
         if (i := first_difference(expected, got)) is not None:
             raise PipelineError(difference_message(records, i, expected[i], got[i], precision, evaluated))
+        gguf = None
+        if args.format == "gguf":
+            from medqa_scale.gguf_export import export_gguf
+
+            g = p["export"]["gguf"]
+            chats = [r["messages"] for r in check_chats(g["check_prompts"])]
+            gguf = export_gguf(tmp, args.run, tokenizer, chats, config, min_q8_0_rouge_l=g["min_q8_0_rouge_l"],
+                               tie_logit_gap=g["tie_logit_gap"],
+                               system_prompt=p["preprocess"]["system_prompt"], converter=args.converter,
+                               trust_remote_code=trust)
         write_json(tmp / RECORD, {
             "run": args.run, "method": method, "precision": precision, "base": read_json(BASE / "provenance.json"),
             "adapter": {"path": str(adapter), "sha256": sha256(adapter / "adapter_model.safetensors")},
@@ -154,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
             "check": {"questions": len(records), "source": str(TEST), "result": "equal" if records else "skipped",
                       "reference": REFERENCES[method], "reference_precision": evaluated,
                       "max_new_tokens": e["max_new_tokens"]},
-            "environment": environment()})
+            "gguf": gguf, "environment": environment()})
     log.info("%s exported to %s (%s, %s); check: %s", args.run, out, precision, MERGES[method],
              f"{len(records)} answers equal" if records else "skipped")
 

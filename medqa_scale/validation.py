@@ -210,6 +210,16 @@ class Evaluate(Section):
     bootstrap: Bootstrap
 
 
+class Gguf(Section):
+    check_prompts: int = Field(ge=1, description="test prompts llama.cpp answers in the check")
+    min_q8_0_rouge_l: float = Field(ge=0, le=100)
+    tie_logit_gap: float = Field(ge=0, description="logits this close are a tie the f16 check lets part")
+
+
+class Export(Section):
+    gguf: Gguf
+
+
 class Params(Section):
     seed: int = Field(ge=0)
     precision: Literal["auto", "bf16", "fp16", "fp32"]
@@ -224,6 +234,7 @@ class Params(Section):
     quantization: Quantization
     train: Train
     evaluate: Evaluate
+    export: Export
 
 
 # --- checking ---------------------------------------------------------------------------------

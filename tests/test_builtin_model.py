@@ -83,3 +83,16 @@ def test_pretrain_lowers_the_loss():
     assert all(math.isfinite(x) for x in losses)
     assert sum(losses[-3:]) / 3 < losses[0]
     assert not model.training  # left in eval mode for saving and evaluation
+
+
+def test_the_tokenizer_splits_text_as_qwen2_does_before_bpe():
+    """Qwen2's own split pattern (its tokenizer.json), which llama.cpp applies for pre-tokenizer
+    `qwen2`: digits one by one, words with one leading non-letter, punctuation runs, whitespace."""
+    import regex
+
+    tok = builtin_model.build_tokenizer(["多喝水 drink water 123"], vocab_size=300)
+    text = "It's 2 tablets,  3 times a day.\n\n血压140/90 mmHg？ don't"
+    pieces = [p for p, _ in tok.backend_tokenizer.pre_tokenizer.pre_tokenize_str(text)]
+    expected = regex.findall(builtin_model.QWEN2_SPLIT, text)
+    assert [tok.backend_tokenizer.decoder.decode([p]) for p in pieces] == expected
+    assert expected[:4] == ["It", "'s", " ", "2"] and "1" in expected and "140" not in expected

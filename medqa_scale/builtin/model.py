@@ -12,7 +12,7 @@ import random
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
@@ -22,6 +22,12 @@ from medqa_scale.labels import IGNORE_INDEX
 log = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+# Qwen2's pre-tokenizer, from its tokenizer.json: words, single digits, punctuation runs and
+# whitespace split apart before byte-level BPE. With it llama.cpp tokenizes the built-in model
+# exactly as transformers does when a GGUF export names the pre-tokenizer `qwen2`.
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+               r"\s*[\r\n]+|\s+(?!\S)|\s+")
 
 # ChatML, as Qwen2.5-Instruct renders a conversation that carries its own system message.
 CHAT_TEMPLATE = (
@@ -33,9 +39,13 @@ CHAT_TEMPLATE = (
 
 
 def build_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """A byte-level BPE like Qwen's (no unknown tokens), trained on `texts`."""
+    """A byte-level BPE built as Qwen2's is (NFC, its split pattern, no unknown tokens), trained on `texts`."""
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
