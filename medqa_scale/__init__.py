@@ -13,7 +13,7 @@ stages/. Modules, one concern each:
   dedup          exact and near duplicates (MinHash), leaks of held-out items
   preprocessing  records -> chats with token counts, length filter, de-duplication
   splitting      test/dev sets and nested train subsets
-  chat           the chat format and the answer-only loss mask
+  chat_format    the chat format and the answer-only loss mask
   labels         the label value the loss skips
   device         device, precision and peak memory
   hub            fetching a base model from the Hugging Face hub, ModelScope or a directory
@@ -26,5 +26,9 @@ stages/. Modules, one concern each:
   plots          the summary figures
   datacard       the data card: lengths per source
   sources        data sources: fetch, read, trace every record, report what is left out
+  comparison, report     setups over seeds, paired comparisons and the verdict; plots/report.md
+  chat, export, sweep, doctor, app   the commands that are not stages (python -m medqa_scale.<name>)
+  serving, browse        every run on one loaded base per precision; the test set's views (the web page)
+  gguf_export    GGUF files and Ollama Modelfiles of an export
   builtin/       the embedded default (tiny model, synthetic corpus), apart from the real path
 """

@@ -42,3 +42,36 @@ def test_the_message_is_printed_without_a_traceback():
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2
     assert "seed: must be >= 0, got -1" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_bitsandbytes_cpu_kernel_notice_is_dropped_and_other_warnings_are_not(capsys):
+    """bitsandbytes logs it at import on CPUs with AVX512-BF16 (not every machine has one), so the
+    record is sent through its logger as bitsandbytes sends it."""
+    import logging
+
+    import medqa_scale.cli  # noqa: F401  (installs the filter)
+
+    logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    handler = logging.StreamHandler()
+    logger.addHandler(handler)
+    try:
+        logger.warning("Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please make sure ...", "err")
+        logger.warning("something else went wrong")
+    finally:
+        logger.removeHandler(handler)
+    err = capsys.readouterr().err
+    assert "kernels-community" not in err and "something else went wrong" in err
+
+
+def test_library_deprecations_that_are_not_ours_are_filtered_and_ours_still_show():
+    import warnings
+
+    from medqa_scale.cli import configure_logging
+
+    configure_logging()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        configure_logging()  # the filters go in front of "default"
+        warnings.warn("`is_gradient_checkpointing` is deprecated and will be removed in v6.", FutureWarning)
+        warnings.warn("`our_function` is deprecated", FutureWarning)
+    assert [str(w.message) for w in caught] == ["`our_function` is deprecated"]

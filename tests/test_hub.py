@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
@@ -215,3 +216,81 @@ def test_download_url_failures_name_the_url_and_the_fix(file_server, tmp_path):
     _, url = file_server
     with pytest.raises(PipelineError, match=r"could not download .*/missing.jsonl: .*data/external"):
         hub.download_url(f"{url}/missing.jsonl", tmp_path)
+
+
+def closed_port() -> int:
+    """A localhost port nothing listens on."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_unreachable_hub_is_retried_once_then_one_message_names_the_endpoint_and_the_fix(monkeypatch, tmp_path):
+    monkeypatch.setattr(hub, "RETRY_AFTER_S", 0)
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", endpoint)
+    calls = []
+
+    def refused(*args, **kwargs):
+        calls.append(1)
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    with pytest.raises(PipelineError) as raised:
+        hub.with_retry(refused, "model Qwen/Qwen2.5-3B-Instruct@main", endpoint)
+    message = str(raised.value)
+    assert len(calls) == 2 and endpoint in message and "tried twice" in message
+    for fix in ("HF_ENDPOINT", "source: modelscope", "source: local"):
+        assert fix in message
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__
+
+
+def test_an_answer_from_the_server_is_not_a_network_error():
+    import urllib.error
+
+    assert not hub.unreachable(urllib.error.HTTPError("http://x", 404, "Not Found", {}, None))
+    assert hub.unreachable(urllib.error.URLError(ConnectionRefusedError(111, "refused")))
+    try:
+        try:
+            raise ConnectionRefusedError(111, "refused")
+        except OSError as e:
+            raise RuntimeError("wrapped") from e
+    except RuntimeError as wrapped:
+        assert hub.unreachable(wrapped)
+
+
+def test_download_model_from_a_closed_port_prints_one_message_and_no_traceback(tmp_path):
+    """`model.source: hf` with HF_ENDPOINT on a closed localhost port: exit 2, one message."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from ruamel.yaml import YAML
+
+    from medqa_scale.params import read_yaml
+
+    root = Path(__file__).resolve().parents[1]
+    p = read_yaml(root / "params.yaml")
+    p["model"]["source"] = "hf"
+    with open(tmp_path / "params.yaml", "w", encoding="utf-8") as f:
+        YAML(typ="safe", pure=True).dump(p, f)
+    shutil.copytree(root / "stages", tmp_path / "stages")
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+    env = {**os.environ, "PYTHONPATH": str(root), "HF_ENDPOINT": endpoint}
+    proc = subprocess.run([sys.executable, "-m", "stages.download_model"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and endpoint in errors[0] and "tried twice" in errors[0] and "HF_ENDPOINT" in errors[0]
+    assert "retrying in" in proc.stderr  # the retry is logged as it happens
+
+
+def test_an_unreachable_url_source_names_the_server_and_the_manual_route(monkeypatch, tmp_path):
+    monkeypatch.setattr(hub, "RETRY_AFTER_S", 0)
+    url = f"http://127.0.0.1:{closed_port()}/qa.jsonl"
+    with pytest.raises(PipelineError, match=r"could not reach http://127\.0\.0\.1:\d+ for data source .*tried twice.*"
+                                            r"data/external/ and use a path source"):
+        hub.download_url(url, tmp_path)
