@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 
 
@@ -15,6 +16,33 @@ def pin_device(setting: str) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     elif setting.startswith("cuda:"):
         os.environ["CUDA_VISIBLE_DEVICES"] = setting.split(":", 1)[1]
+
+
+# TrainingArguments.optim values that run on torch alone; any other may be one of bitsandbytes'
+# (8-bit, paged, Lion, AdEMAMix, RMSprop...).
+TORCH_OPTIMIZERS = {"adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adagrad"}
+
+
+def keep_bitsandbytes_out(run: str) -> None:
+    """In a run that needs no bitsandbytes, make it look uninstalled. A run needs it for a 4-bit
+    model (qlora-*, base-4bit) or for an optimizer of bitsandbytes' (params train.args.optim,
+    train.method_args.<method>.optim).
+
+    peft imports bitsandbytes whenever it is installed (peft/helpers.py) and transformers' Trainer
+    imports peft, so every LoRA run would otherwise load bitsandbytes' kernels and log their
+    start-up notices. A None entry in sys.modules is Python's "not importable": `import` raises
+    ImportError and importlib.util.find_spec returns None, which is what peft and transformers
+    check. Call it before either is imported. A bad run name or params change nothing here: the
+    stage reports them."""
+    from medqa_scale.params import load_params, run_method
+
+    try:
+        method, train = run_method(run), load_params()["train"]
+        optim = {**train["args"], **train["method_args"][method]}.get("optim", "adamw_torch") if method else "adamw_torch"
+    except Exception:  # noqa: BLE001
+        return
+    if method != "qlora" and optim in TORCH_OPTIMIZERS:
+        sys.modules.setdefault("bitsandbytes", None)
 
 
 def device() -> str:

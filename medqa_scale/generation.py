@@ -61,14 +61,20 @@ def generate_answers(model, tokenizer, chats: list[list[dict]], batch_size: int,
         with torch.inference_mode():
             out = model.generate(**batch, generation_config=config)
         for j, row in zip(idx, out[:, batch["input_ids"].shape[1]:].tolist()):
-            n = next((k for k, t in enumerate(row) if t in stop), None)
-            truncated += n is None
-            n = len(row) if n is None else n
-            generated += n
-            answers[j] = tokenizer.decode(row[:n], skip_special_tokens=True).strip()
+            tokens, ran_out = answer_tokens(row, stop)
+            truncated += ran_out
+            generated += len(tokens)
+            answers[j] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
     elapsed = time.perf_counter() - start
     return answers, {"samples_per_second": len(prompts) / elapsed, "tokens_per_second": generated / elapsed,
                      "generation_seconds": elapsed, "ran_to_max_new_tokens": truncated}
+
+
+def answer_tokens(row: list[int], stop: set[int]) -> tuple[list[int], bool]:
+    """A generated row cut at its first stop token (padding after it goes too), and whether it ran
+    to max_new_tokens instead of stopping. Every path that answers cuts answers here."""
+    n = next((k for k, t in enumerate(row) if t in stop), None)
+    return (row if n is None else row[:n]), n is None
 
 
 def vllm_answers(base: Path, adapter: Path | None, tokenizer, chats: list[list[dict]], max_new_tokens: int,

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from medqa_scale.cli import PipelineError
+from medqa_scale.generation import answer_tokens
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +237,7 @@ def greedy_tokens(model, prompts: list[list[int]], config) -> list[list[int]]:
         with torch.inference_mode():
             out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config)
         row = out[0, ids.shape[1]:].tolist()
-        answers.append(row[:next((k for k, t in enumerate(row) if t in stop), len(row))])
+        answers.append(answer_tokens(row, stop)[0])
     return answers
 
 

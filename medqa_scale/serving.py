@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medqa_scale.chat_format import prompt_ids
-from medqa_scale.generation import generation_config
+from medqa_scale.generation import answer_tokens, generation_config
 from medqa_scale.modeling import load_base_model
 
 log = logging.getLogger(__name__)
@@ -76,8 +76,8 @@ def load_shared_models(base: Path, runs: dict[str, tuple[Path | None, dict | Non
 def answer_text(tokenizer, new_tokens: list[int], stop: set[int]) -> tuple[str, bool]:
     """The answer in generated tokens, cut at the first stop token as the generate stage cuts it,
     and whether it ran to max_new_tokens instead."""
-    n = next((k for k, t in enumerate(new_tokens) if t in stop), None)
-    return tokenizer.decode(new_tokens[:n], skip_special_tokens=True).strip(), n is None
+    tokens, ran_out = answer_tokens(new_tokens, stop)
+    return tokenizer.decode(tokens, skip_special_tokens=True).strip(), ran_out
 
 
 def stream_answer(shared: SharedModels, run: str, chat: list[dict], max_new_tokens: int, settings: dict):

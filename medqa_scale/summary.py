@@ -1,5 +1,6 @@
-"""The study's results as one table, the training curves as one long table, and the summary
-that `dvc metrics diff` compares: pure functions of the per-run metrics files."""
+"""The study's results as one table, the training curves as one long table (and the wide one
+`dvc plots` draws), and the summary that `dvc metrics diff` compares: pure functions of the
+per-run metrics files."""
 
 from __future__ import annotations
 
@@ -71,18 +72,32 @@ def loss_curves(runs: list[tuple[str, int]], dvclive_dir: Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def curves_table(curves: pd.DataFrame) -> pd.DataFrame:
+    """The curves as `dvc plots` draws them: a row per run and point on the samples-seen axis, a
+    column per series (train_loss, eval_loss), empty where that series has no point there."""
+    wide = (curves.assign(samples_seen=curves.samples_seen.round(), column=curves.series + "_loss")
+            .pivot(index=["run", "samples_seen"], columns="column", values="loss")
+            .reindex(columns=["train_loss", "eval_loss"]).reset_index())
+    wide.columns.name = None
+    return wide
+
+
 def summary(setups: pd.DataFrame, choice: dict) -> dict:
-    """What `dvc metrics diff` compares: the best setup by ROUGE-L with its interval, its gain over
-    the base model, and the most cost-effective setup by the report's rule."""
+    """What `dvc metrics diff` and `dvc exp show` compare: the best setup by ROUGE-L with its
+    interval, BLEU and cost (training seconds, training peak memory in MB), then the most
+    cost-effective setup by the report's rule, then the base model. In this order, and short: the
+    keys are the experiments table's columns (README, `dvc exp show --keep ...`)."""
     base = setups[setups.run == BASE_RUN].iloc[0]
     tuned = setups[~setups.run.isin(REFERENCE_RUNS)]
     best = tuned.loc[tuned["rouge-l"].idxmax()]
     pick = tuned[tuned.run == choice["choice"]].iloc[0]
-    return {"best_run": best.run, "best_rouge_l": float(best["rouge-l"]), "best_bleu": float(best["bleu"]),
+    return {"best_run": best.run, "best_rouge_l": float(best["rouge-l"]),
             "best_rouge_l_low": float(best["rouge-l_low"]), "best_rouge_l_high": float(best["rouge-l_high"]),
-            "base_rouge_l": float(base["rouge-l"]), "base_bleu": float(base["bleu"]),
-            "best_gain_rouge_l": float(best["rouge-l"] - base["rouge-l"]),
+            "best_bleu": float(best["bleu"]), "best_train_s": float(best["train_runtime_s"]),
+            "best_train_mb": float(best["train_peak_memory_mb"]),
             "most_cost_effective": pick.run, "most_cost_effective_rouge_l": float(pick["rouge-l"]),
             "most_cost_effective_train_runtime_s": float(pick["train_runtime_s"]),
+            "base_rouge_l": float(base["rouge-l"]), "base_bleu": float(base["bleu"]),
+            "best_gain_rouge_l": float(best["rouge-l"] - base["rouge-l"]),
             "setups_clearly_above_base_rouge_l": int((tuned["rouge-l_low"] > base["rouge-l_high"]).sum()),
             "setups": len(tuned)}

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 from medqa_scale.cli import run
-from medqa_scale.device import PeakMemory, device, pin_device, resolve_precision
+from medqa_scale.device import PeakMemory, device, keep_bitsandbytes_out, pin_device, resolve_precision
 from medqa_scale.durable import read_json, read_jsonl, remove_stale, write_json, write_jsonl
 from medqa_scale.generation import generate_answers, generation_config, vllm_answers
 from medqa_scale.modeling import load_run_model
@@ -43,6 +43,7 @@ TEST = Path("data/split/test.jsonl")
 
 def main() -> None:
     name = sys.argv[1]
+    keep_bitsandbytes_out(name)  # where it is not needed: before peft and transformers are imported
     predictions_file = Path("data/predictions") / f"{name}.jsonl"
     metrics_file, runinfo_file = Path("metrics/generate") / f"{name}.json", Path("metrics/runinfo") / f"generate-{name}.json"
     remove_stale(predictions_file, metrics_file, runinfo_file)

@@ -10,13 +10,17 @@ Writes: plots/results_summary.csv (one row per setup, a method at a scale, the r
         seeds, and the mean cost)
         plots/results_by_run.csv (one row per trained model, each seed apart)
         plots/comparisons.csv (paired differences with intervals and p-values)
+        plots/loss_curves.csv (train and eval loss of each run against training samples seen)
         plots/report.md (verdict, tables, figures, example answers)
         plots/data_scale_comparison.png, plots/method_comparison.png, plots/loss_curves.png
-        metrics/summary.json (best and most cost-effective setup, for `dvc metrics diff`)
+        metrics/summary.json (best and most cost-effective setup, for `dvc metrics diff` and
+        `dvc exp show`: its keys in the table's order)
+`dvc plots show` and `dvc plots diff` draw the CSVs as interactive charts (dvc.yaml's plots).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -24,16 +28,16 @@ import pandas as pd
 
 from medqa_scale.cli import PipelineError, run
 from medqa_scale.comparison import check_same_questions, compare, comparisons, setups, summary_row, verdict
-from medqa_scale.durable import atomic_path, read_jsonl, remove_stale, write_json
+from medqa_scale.durable import atomic_path, read_jsonl, remove_stale
 from medqa_scale.params import BASE_4BIT_RUN, BASE_RUN, REFERENCE_RUNS, load_params, run_name, scale_size, setup_name
 from medqa_scale.plots import caption, plot_loss_curves, plot_method_comparison, plot_scale_comparison
 from medqa_scale.report import report_markdown
-from medqa_scale.summary import loss_curves, runs_table, setups_table, summary
+from medqa_scale.summary import curves_table, loss_curves, runs_table, setups_table, summary
 
 log = logging.getLogger(__name__)
 
 PLOTS = Path("plots")
-TABLES = {name: PLOTS / f"{name}.csv" for name in ("results_summary", "results_by_run", "comparisons")}
+TABLES = {name: PLOTS / f"{name}.csv" for name in ("results_summary", "results_by_run", "comparisons", "loss_curves")}
 REPORT, SUMMARY = PLOTS / "report.md", Path("metrics/summary.json")
 FIGURES = {name: PLOTS / f"{name}.png" for name in ("data_scale_comparison", "method_comparison", "loss_curves")}
 REFERENCE_OF = {"lora": BASE_RUN, "qlora": BASE_4BIT_RUN}  # what each method's adapter is trained on
@@ -51,19 +55,21 @@ def main() -> None:
     table = setups_table(by_run, {name: summary_row(s, b["confidence"]) for name, s in compared.items()})
     pairs = [compare(compared[a], compared[c], b["confidence"]) for a, c in comparisons(methods, scales, REFERENCE_OF)]
     choice = verdict(table[~table.run.isin(REFERENCE_RUNS)].to_dict("records"))
-    for name, frame in (("results_summary", table), ("results_by_run", by_run), ("comparisons", pd.DataFrame(pairs))):
+    tuned = by_run[~by_run.run.isin(REFERENCE_RUNS)]
+    curves = loss_curves([(r, scale_size(s)) for r, s in zip(tuned.run, tuned.scale)], Path("dvclive"))
+    for name, frame in (("results_summary", table), ("results_by_run", by_run), ("comparisons", pd.DataFrame(pairs)),
+                        ("loss_curves", curves_table(curves))):
         with atomic_path(TABLES[name]) as tmp:
             frame.to_csv(tmp, index=False, float_format="%.4f")
-    tuned = by_run[~by_run.run.isin(REFERENCE_RUNS)]
     plot_scale_comparison(table, FIGURES["data_scale_comparison"])
     plot_method_comparison(table, FIGURES["method_comparison"])
-    curves = loss_curves([(r, scale_size(s)) for r, s in zip(tuned.run, tuned.scale)], Path("dvclive"))
     plot_loss_curves(curves, FIGURES["loss_curves"], caption(tuned))
     with atomic_path(REPORT) as tmp:
         tmp.write_text(report_markdown(table, pairs, choice, examples(methods, scales, seeds[0]), confidence=b["confidence"],
                                        resamples=b["resamples"], n_test=int(by_run.n_test.iloc[0]),
                                        seeds=seeds, produced_on=caption(tuned)), encoding="utf-8")
-    write_json(SUMMARY, summary(table, choice))
+    with atomic_path(SUMMARY) as tmp:  # keys unsorted: their order is `dvc exp show`'s column order
+        tmp.write_text(json.dumps(summary(table, choice), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     log.info("most cost-effective: %s (best: %s)\n%s", choice["choice"], choice["best"],
              table[["run", "rouge-l", "rouge-l_low", "rouge-l_high", "bleu", "train_runtime_s"]].to_string(index=False))
 

@@ -30,14 +30,18 @@ import sys
 from pathlib import Path
 
 from medqa_scale.cli import PipelineError, run
-from medqa_scale.device import PeakMemory, device, pin_device, resolve_precision
-from medqa_scale.durable import atomic_path, read_json, read_jsonl, remove_stale, write_json
-from medqa_scale.modeling import add_trainable_adapter, load_base_model, save_adapter
-from medqa_scale.params import load_params, parse_run
-from medqa_scale.runinfo import environment, revisions
-from medqa_scale.training import (COST, FINISHED, CostMeter, RegularisedTrainer, checkpoint_step, data_collator,
-                                  encode_records, last_complete_checkpoint, method_args, run_key, scratch_dir, train_metrics,
-                                  training_arguments, truncate_steps_log, write_curves)
+from medqa_scale.device import PeakMemory, device, keep_bitsandbytes_out, pin_device, resolve_precision
+
+if __name__ == "__main__":  # before transformers and peft are imported (training imports the Trainer)
+    keep_bitsandbytes_out(sys.argv[1] if len(sys.argv) > 1 else "")  # where it is not needed
+
+from medqa_scale.durable import atomic_path, read_json, read_jsonl, remove_stale, write_json  # noqa: E402
+from medqa_scale.modeling import add_trainable_adapter, load_base_model, save_adapter  # noqa: E402
+from medqa_scale.params import load_params, parse_run  # noqa: E402
+from medqa_scale.runinfo import environment, revisions  # noqa: E402
+from medqa_scale.training import (  # noqa: E402
+    COST, FINISHED, CostMeter, RegularisedTrainer, checkpoint_step, data_collator, encode_records, last_complete_checkpoint,
+    method_args, run_key, scratch_dir, train_metrics, training_arguments, truncate_steps_log, write_curves)
 
 log = logging.getLogger(__name__)
 

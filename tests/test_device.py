@@ -63,3 +63,29 @@ def test_a_stage_pinned_to_the_cpu_sees_no_gpu():
     code = "from medqa_scale.device import pin_device, device; pin_device('cpu'); print(device())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "cpu"
+
+
+@pytest.mark.parametrize("run, optim, loaded", [
+    ("lora-1k-42", None, False),  # full precision, torch's AdamW: no bitsandbytes
+    ("base-4bit", None, True),  # a 4-bit model needs it (as qlora-* runs do)
+    ("lora-1k-42", "lion_32bit", True),  # so do its optimizers, 8-bit or not
+    ("not-a-run", None, True),  # nothing decided here: the stage reports the name
+])
+def test_bitsandbytes_is_imported_only_by_runs_that_use_it(tmp_path, run, optim, loaded):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from medqa_scale.params import read_yaml
+
+    root = Path(__file__).resolve().parents[1]
+    params = read_yaml(root / "params.yaml")
+    if optim:
+        params["train"]["method_args"]["lora"]["optim"] = optim
+    (tmp_path / "params.yaml").write_text(__import__("json").dumps(params), encoding="utf-8")  # JSON is YAML
+    code = ("import sys; from medqa_scale.device import keep_bitsandbytes_out; keep_bitsandbytes_out(sys.argv[1]);"
+            "import peft; from transformers import Trainer; from transformers.utils import is_bitsandbytes_available;"
+            "print(sys.modules.get('bitsandbytes') is not None, is_bitsandbytes_available(), peft.import_utils.is_bnb_available())")
+    out = subprocess.run([sys.executable, "-c", code, run], cwd=tmp_path, capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(root)}).stdout
+    assert out.split() == [str(loaded)] * 3

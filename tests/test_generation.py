@@ -108,3 +108,11 @@ def test_fine_tuned_models_on_the_embedded_default_end_their_answers(run):
     # Most answers end: 30% and 31% run on with the committed results (this machine's pre-trained
     # base; another CPU's gave 3% and 17%), against 100% if the stop token were never honoured.
     assert metrics["ran_to_max_new_tokens"] <= metrics["n_test"] / 3
+
+
+def test_an_answer_is_cut_at_its_first_stop_token_and_one_without_any_ran_out():
+    from medqa_scale.generation import answer_tokens
+
+    assert answer_tokens([5, 6, 2, 7, 0, 0], {2, 3}) == ([5, 6], False)  # the stop, and the padding after it, go
+    assert answer_tokens([3, 9], {2, 3}) == ([], False)
+    assert answer_tokens([5, 6, 7], {2, 3}) == ([5, 6, 7], True)  # ran to max_new_tokens

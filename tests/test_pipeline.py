@@ -11,13 +11,16 @@ Run: python -m pytest tests/test_pipeline.py -q   (about 4 minutes on 2 CPU core
 
 import json
 import re
+import shlex
 import shutil
+import subprocess
+import sys
 
 import pytest
 from safetensors.torch import load_file
 
-from dvc_repo import (REFERENCES, RUNS, SCALES, assert_ran, assert_ran_between, back_to_first_run, dvc, exp_run,
-                      stages_of)
+from dvc_repo import (REFERENCES, RUNS, SCALES, assert_ran, assert_ran_between, back_to_first_run, dvc, dvc_env,
+                      exp_run, stages_of)
 
 
 def test_first_run_produces_every_output(repo, first_run):
@@ -170,6 +173,31 @@ def test_lr_change_reruns_exactly_the_training_side(repo, first_run):
     info = json.loads((repo / "metrics/runinfo/train-lora-200-42.json").read_text())
     lr = info["training_arguments"]["learning_rate"]
     assert lr == 5e-05 and isinstance(lr, float)
+    # `dvc plots diff` of the two experiments: one chart per curve, both experiments in it.
+    first, second = (re.search(r"Ran experiment\(s\): (\S+)", p.stdout).group(1) for p in (first_run, out))
+    diff = json.loads(dvc(repo, "plots", "diff", first, second, "--json").stdout)
+    for name, field in (("train_loss", "train_loss"), ("eval_loss", "eval_loss"), ("rouge_l", "rouge-l"), ("bleu", "bleu")):
+        (chart,) = diff["data"][name]
+        rows = chart["content"]["data"]["values"]
+        assert chart["type"] == "vega" and {r["rev"] for r in rows} == {first, second}, name
+        if name.endswith("_loss"):  # the learning rate changed every loss curve
+            curve = {rev: [r[field] for r in rows if r["rev"] == rev and r["run"] == "lora-200-42"] for rev in (first, second)}
+            assert curve[first] != curve[second], name
+    page = repo / "dvc_plots/index.html"  # the README's command, offline by .dvc/config
+    dvc(repo, "plots", "diff", first, second)
+    html = page.read_text(encoding="utf-8")
+    assert "<script src" not in html and "cdn.jsdelivr" not in html and first in html and second in html
+    # The README's experiments table: what people compare, every cell whole in 160 columns.
+    readme = (repo / "README.md").read_text(encoding="utf-8")
+    command = shlex.split(next(line for line in readme.splitlines() if line.startswith("dvc exp show --drop")))
+    table = subprocess.run([sys.executable, "-m", *command, "--no-pager"], cwd=repo, capture_output=True, text=True,
+                           env={**dvc_env(), "COLUMNS": "160"}, check=True).stdout
+    header = next(line for line in table.splitlines() if "Experiment" in line).split()
+    assert header == ["Experiment", "best_run", "best_rouge_l", "best_rouge_l_low", "best_rouge_l_high", "best_bleu",
+                      "best_train_s", "best_train_mb", "train.lr"], header
+    assert "…" not in table and max(map(len, table.splitlines())) <= 160, table
+    rows = {exp: line.split() for line in table.splitlines() for exp in (first, second) if f"[{exp}]" in line}
+    assert rows[first][-1] == "0.01" and rows[second][-1] == "5e-05", table
 
 
 def test_editing_the_metrics_code_rescores_without_regenerating(repo, first_run):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from medqa_scale.summary import QUALITY, loss_curves, runs_table, setups_table, summary
+from medqa_scale.summary import QUALITY, curves_table, loss_curves, runs_table, setups_table, summary
 
 
 def write_run(root: Path, run: str, rouge_l: float, train: bool = True) -> None:
@@ -83,6 +83,10 @@ def test_summary_names_the_best_setup_the_verdict_and_the_gain_over_the_base_mod
     assert s["most_cost_effective"] == "lora-2k" and s["most_cost_effective_train_runtime_s"] == pytest.approx(12.25)
     assert s["setups_clearly_above_base_rouge_l"] == 4 and s["setups"] == 4
     assert s["base_bleu"] == 9.0
+    assert s["best_train_s"] == pytest.approx(12.25) and s["best_train_mb"] == 750.0
+    # The order is `dvc exp show`'s column order: what people compare first.
+    assert list(s)[:7] == ["best_run", "best_rouge_l", "best_rouge_l_low", "best_rouge_l_high", "best_bleu",
+                           "best_train_s", "best_train_mb"]
 
 
 def test_loss_curves_put_every_scale_on_the_samples_seen_axis(tmp_path):
@@ -98,3 +102,15 @@ def test_loss_curves_put_every_scale_on_the_samples_seen_axis(tmp_path):
     assert list(train.samples_seen) == [1000.0, 2000.0] and list(train.loss) == [3.0, 2.0]
     evals = curves[curves.series == "eval"]
     assert list(evals.samples_seen) == [1000.0, 2000.0] and list(evals.loss) == [2.5, 2.5]
+
+
+def test_the_curves_dvc_plots_draws_have_a_column_per_series_empty_where_it_has_no_point():
+    curves = pd.DataFrame([("a", "train", 500.2, 3.0), ("a", "train", 1000.0, 2.0), ("a", "eval", 1000.0, 2.5),
+                           ("b", "train", 2000.0, 1.5)], columns=["run", "series", "samples_seen", "loss"])
+    table = curves_table(curves)
+    assert list(table.columns) == ["run", "samples_seen", "train_loss", "eval_loss"]
+    assert table[["run", "samples_seen", "train_loss"]].values.tolist() == [["a", 500.0, 3.0], ["a", 1000.0, 2.0],
+                                                                             ["b", 2000.0, 1.5]]
+    assert table.eval_loss.isna().tolist() == [True, False, True] and table.eval_loss[1] == 2.5
+    no_eval = curves_table(curves[curves.series == "train"])  # eval off: the column is still there, empty
+    assert list(no_eval.columns) == list(table.columns) and no_eval.eval_loss.isna().all()
