@@ -1,7 +1,7 @@
 """Benchmark: training throughput of the project's setup against a plain Trainer + PEFT recipe.
 
 Run:    python bench/train_throughput.py [--scale 2k] [--repeats 3]
-        python bench/train_throughput.py --arch qwen2.5-3b [--layers 2] [--seq-len 512]
+        python bench/train_throughput.py --arch qwen2.5-3b [--layers 2] [--seq-len 512] [--record gpu_80gb]
 Needs:  for the default mode, `dvc repro split` (the built-in model and a train subset).
 
 Default mode: the same model (models/base), the same samples (data/split/train-<scale>.jsonl) and
@@ -18,13 +18,16 @@ the eval loss each reaches on data/split/dev.jsonl.
 nothing is downloaded; LoRA and QLoRA (4-bit NF4) tokens/s and peak memory at --seq-len tokens
 per sample, batch --batch, with activation checkpointing. On a GPU at full depth in bf16 (1024
 tokens, batch 4); on CPU at --layers layers (default 2) in fp32 (128 tokens, batch 2), so that it
-runs here.
+runs here. Each line also prints the doctor's memory estimate for the same settings
+(medqa_scale.memory) and the measured/estimate ratio. --record <hardware preset> stores the
+full-depth tokens/s in bench/measured.json, which the doctor's time estimate then uses.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import logging
 import statistics
 import sys
@@ -49,12 +52,14 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=None, help="default: 1024 on GPU, 128 on CPU")
     parser.add_argument("--batch", type=int, default=None, help="default: 4 on GPU, 2 on CPU")
     parser.add_argument("--steps", type=int, default=None, help="timed steps after one warm-up (default: 5 on GPU, 2 on CPU)")
+    parser.add_argument("--record", metavar="HARDWARE", default=None,
+                        help="at full depth, record tokens/s in bench/measured.json for this hardware preset (gpu_80gb...)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.arch == "builtin":
         compare_setups(args.scale, args.repeats)
     else:
-        architecture_costs(args.layers, args.seq_len, args.batch, args.steps)
+        architecture_costs(args.layers, args.seq_len, args.batch, args.steps, args.record)
 
 
 # --- (a) against (b) on the built-in model ----------------------------------------------------------
@@ -121,7 +126,8 @@ def train_once(setup: str, p: dict, tokenizer, train, dev) -> tuple[float, float
 # --- Qwen2.5-3B's architecture ----------------------------------------------------------------------
 
 
-def architecture_costs(layers: int | None, seq_len: int | None, batch: int | None, steps: int | None) -> None:
+def architecture_costs(layers: int | None, seq_len: int | None, batch: int | None, steps: int | None,
+                       record: str | None = None) -> None:
     import torch
 
     on_gpu = torch.cuda.is_available()
@@ -130,9 +136,27 @@ def architecture_costs(layers: int | None, seq_len: int | None, batch: int | Non
     precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if on_gpu else "fp32"
     print(f"Qwen2.5-3B architecture, {depth} of 36 layers, random weights, {precision} on "
           f"{torch.cuda.get_device_name(0) if on_gpu else 'CPU'}; batch {batch} x {seq_len} tokens, {steps} steps")
+    from medqa_scale.memory import estimate_training_memory
+
+    p = read_yaml("params.yaml")
+    measured = {}
     for method in ("lora", "qlora"):
         tokens_per_s, peak = lora_steps(method, depth, precision, seq_len, batch, steps)
-        print(f"  {method:6s} {tokens_per_s:9.0f} tokens/s  peak memory {peak:8.0f} MB")
+        # The doctor's estimate for the same settings (the loss here is over every position's logits).
+        est = estimate_training_memory({**QWEN25_3B, "num_hidden_layers": depth}, method=method, batch_size=batch,
+                                       seq_len=seq_len, precision=precision, activation_checkpointing=True,
+                                       lora_r=p["lora"]["r"], lora_targets=p["lora"]["target_modules"])["total"] / 2**20
+        print(f"  {method:6s} {tokens_per_s:9.0f} tokens/s  peak memory {peak:8.0f} MB  estimate {est:8.0f} MB  "
+              f"measured/estimate {peak / est:.2f}")
+        measured[method] = {"tokens_per_second": tokens_per_s, "peak_memory_mb": peak, "estimate_mb": est,
+                            "seq_len": seq_len, "batch": batch, "precision": precision}
+    if record and depth == QWEN25_3B["num_hidden_layers"]:
+        # The doctor's time estimate uses these tokens/s for hardware=<record> model=qwen2.5-3b.
+        path = Path("bench/measured.json")
+        table = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        table.update({f"{record}/qwen2.5-3b/{m}": v for m, v in measured.items()})
+        path.write_text(json.dumps(table, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        print(f"recorded in {path} for hardware={record}")
 
 
 def lora_steps(method: str, depth: int, precision: str, seq_len: int, batch: int, steps: int) -> tuple[float, float]:

@@ -179,7 +179,8 @@ def ask_runs(params: dict) -> tuple[list[str], dict[str, str], object | None]:
     if not inputs:
         return runs, notes, None
     shared = load_shared_models(Path("models/base"), inputs, precision=resolve_precision(params["precision"]),
-                                trust_remote_code=params["model"]["trust_remote_code"])
+                                trust_remote_code=params["model"]["trust_remote_code"],
+                                template_kwargs=params["model"]["chat_template_kwargs"])
     return runs, notes, shared
 
 
@@ -209,7 +210,7 @@ def build(params: dict, shared, notes: dict[str, str], runs: list[str], labels: 
                 raise PipelineError(f"the question is {len(question)} characters, over preprocess.max_question_chars "
                                     f"({pre['max_question_chars']}): shorten it")
             if shared is not None:
-                check_lengths([prompt_ids(shared.tokenizer, chat)], pre["max_source_len"])
+                check_lengths([prompt_ids(shared.tokenizer, chat, shared.template_kwargs)], pre["max_source_len"])
         except PipelineError as refusal:
             yield [f"**Refused:** {refusal}", *values.values()]
             return

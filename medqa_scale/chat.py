@@ -104,13 +104,14 @@ def main(argv: list[str] | None = None) -> None:
     set_seed(p["seed"])
     tokenizer = AutoTokenizer.from_pretrained(BASE, padding_side="left")  # generate_answers pads on the left
     chats = [to_messages(q, None, p["preprocess"]["system_prompt"]) for q in questions]
-    check_lengths([prompt_ids(tokenizer, c) for c in chats], p["preprocess"]["max_source_len"])
+    kwargs = p["model"]["chat_template_kwargs"]
+    check_lengths([prompt_ids(tokenizer, c, kwargs) for c in chats], p["preprocess"]["max_source_len"])
     e = p["evaluate"]
     # Merged for LoRA, unmerged on the 4-bit base for QLoRA: exactly as the generate stage answers.
     model = load_run_model(BASE, adapter, quantization, precision=resolve_precision(p["precision"]),
                            trust_remote_code=p["model"]["trust_remote_code"], merge=True)
     answers, speed = generate_answers(model, tokenizer, chats, e["batch_size"], args.max_new_tokens or e["max_new_tokens"],
-                                      e["generation"])
+                                      e["generation"], kwargs)
     log.info("%s: %d answers, %.1f tokens/s, %d ran to max_new_tokens", args.run, len(answers),
              speed["tokens_per_second"], speed["ran_to_max_new_tokens"])
     for answer in answers:

@@ -24,32 +24,35 @@ def _prompt(messages: list[dict]) -> list[dict]:
     return messages[:-1] if messages[-1]["role"] == "assistant" else messages
 
 
-def prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
+def prompt_ids(tokenizer, messages: list[dict], template_kwargs: dict | None = None) -> list[int]:
     """Token ids of everything before the final answer (history included), ending in the
-    assistant header."""
+    assistant header. `template_kwargs` (params model.chat_template_kwargs) go to the chat
+    template, e.g. Qwen3's enable_thinking."""
     return list(tokenizer.apply_chat_template(_prompt(messages), add_generation_prompt=True, tokenize=True,
-                                              return_dict=False))
+                                              return_dict=False, **(template_kwargs or {})))
 
 
-def encode_example(tokenizer, messages: list[dict]) -> dict:
+def encode_example(tokenizer, messages: list[dict], template_kwargs: dict | None = None) -> dict:
     """input_ids for the whole chat, with labels masked on the prompt so loss is on the final
     answer only (the history's answers are context, not targets).
 
     Raises ValueError when the template does not render the prompt as a prefix of the whole chat
     (then masking by length would be wrong).
     """
-    [example] = encode_examples(tokenizer, [messages])
+    [example] = encode_examples(tokenizer, [messages], template_kwargs)
     if example is None:
         raise ValueError("chat template renders the prompt differently inside the full chat")
     return example
 
 
-def encode_examples(tokenizer, chats: list[list[dict]]) -> list[dict | None]:
+def encode_examples(tokenizer, chats: list[list[dict]], template_kwargs: dict | None = None) -> list[dict | None]:
     """`encode_example` for many chats at once, None where it would raise: the templates are
     rendered one by one, the token ids come from one batched call of the fast tokenizer, which
     is what makes preprocess of 100k+ records take seconds, not minutes."""
-    prompts = [tokenizer.apply_chat_template(_prompt(c), add_generation_prompt=True, tokenize=False) for c in chats]
-    fulls = [tokenizer.apply_chat_template(c, tokenize=False) for c in chats]
+    kwargs = template_kwargs or {}
+    prompts = [tokenizer.apply_chat_template(_prompt(c), add_generation_prompt=True, tokenize=False, **kwargs)
+               for c in chats]
+    fulls = [tokenizer.apply_chat_template(c, tokenize=False, **kwargs) for c in chats]
     ids = tokenizer(prompts + fulls, add_special_tokens=False)["input_ids"]
     examples = []
     for prompt, full in zip(ids[:len(chats)], ids[len(chats):]):

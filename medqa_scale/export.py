@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def answers(model) -> list[str]:
         return generate_answers(model, tokenizer, [r["messages"] for r in records], e["batch_size"],
-                                e["max_new_tokens"], e["generation"])[0] if records else []
+                                e["max_new_tokens"], e["generation"], p["model"]["chat_template_kwargs"])[0] if records else []
 
     # One model in memory at a time: the run's model answers first and is freed before the merge.
     expected = answers(load_run_model(BASE, adapter, quantization, precision=evaluated, trust_remote_code=trust,

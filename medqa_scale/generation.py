@@ -42,12 +42,13 @@ def turn_end_id(tokenizer) -> int:
 
 
 def generate_answers(model, tokenizer, chats: list[list[dict]], batch_size: int, max_new_tokens: int,
-                     settings: dict | None = None):
+                     settings: dict | None = None, template_kwargs: dict | None = None):
     """Greedy answers in input order, and the speed they were produced at (with how many
-    answers ran to max_new_tokens instead of ending)."""
+    answers ran to max_new_tokens instead of ending). `template_kwargs`: params
+    model.chat_template_kwargs."""
     import torch
 
-    prompts = [prompt_ids(tokenizer, chat) for chat in chats]
+    prompts = [prompt_ids(tokenizer, chat, template_kwargs) for chat in chats]
     # Longest first: batches of similar length waste less on padding, and OOM shows up at once.
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     config = generation_config(tokenizer, settings or {}, max_new_tokens)
@@ -78,7 +79,7 @@ def answer_tokens(row: list[int], stop: set[int]) -> tuple[list[int], bool]:
 
 
 def vllm_answers(base: Path, adapter: Path | None, tokenizer, chats: list[list[dict]], max_new_tokens: int,
-                 settings: dict, *, dtype: str, seed: int):
+                 settings: dict, *, dtype: str, seed: int, template_kwargs: dict | None = None):
     """`generate_answers` through vLLM on a GPU: the full-precision base, with the LoRA adapter
     applied per request (LoRARequest). Greedy (temperature 0), stopping where
     `generation_config` stops; the same prompt ids."""
@@ -95,7 +96,7 @@ def vllm_answers(base: Path, adapter: Path | None, tokenizer, chats: list[list[d
               **({"max_lora_rank": max(8, rank)} if rank else {}))
     sampling = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, repetition_penalty=config.repetition_penalty,
                               stop_token_ids=list(config.eos_token_id), skip_special_tokens=True)
-    prompts = [TokensPrompt(prompt_token_ids=prompt_ids(tokenizer, chat)) for chat in chats]
+    prompts = [TokensPrompt(prompt_token_ids=prompt_ids(tokenizer, chat, template_kwargs)) for chat in chats]
     lora = LoRARequest("run", 1, str(adapter)) if adapter else None
     start = time.perf_counter()
     outputs = llm.generate(prompts, sampling, lora_request=lora)

@@ -39,10 +39,11 @@ def clean_records(records: list[dict], p: dict) -> tuple[list[dict], list[dict],
     return kept, dropped, masked
 
 
-def preprocess_records(records: list[dict], tokenizer, p: dict, seed: int) -> tuple[list[dict], list[dict], Counter]:
+def preprocess_records(records: list[dict], tokenizer, p: dict, seed: int, template_kwargs: dict | None = None
+                       ) -> tuple[list[dict], list[dict], Counter]:
     """Kept records with their chats and token counts, the report entries of those left out
     (reason, origin, and for a duplicate the record it repeats), and the personal data masked.
-    `p` is params `preprocess`."""
+    `p` is params `preprocess`; `template_kwargs`, params model.chat_template_kwargs."""
     cleaned, dropped, masked = clean_records(records, p)
     unique, duplicates = deduplicate(cleaned, _dedup_text, p["near_duplicate_threshold"], p["minhash_perm"], seed)
     dropped += [left_out(r, reason, match) for r, reason, match in duplicates]
@@ -50,7 +51,7 @@ def preprocess_records(records: list[dict], tokenizer, p: dict, seed: int) -> tu
     for start in tqdm(range(0, len(unique), BATCH), desc="tokenizing", unit="batch", mininterval=5):
         batch = unique[start:start + BATCH]
         chats = [to_messages(r["question"], r["answer"], p["system_prompt"], history=r["history"]) for r in batch]
-        for r, messages, example in zip(batch, chats, encode_examples(tokenizer, chats)):
+        for r, messages, example in zip(batch, chats, encode_examples(tokenizer, chats, template_kwargs)):
             if example is None:
                 dropped.append(left_out(r, "template_mismatch"))
                 continue

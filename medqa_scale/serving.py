@@ -33,6 +33,7 @@ class SharedModels:
     tokenizer: object
     models: dict[str, object] = field(default_factory=dict)  # run -> the loaded model of its precision
     adapters: dict[str, str | None] = field(default_factory=dict)  # run -> adapter name, or None
+    template_kwargs: dict = field(default_factory=dict)  # params model.chat_template_kwargs
     lock: threading.Lock = field(default_factory=threading.Lock)  # one generation at a time: set_adapter is global
 
 
@@ -47,12 +48,12 @@ def group_by_base(runs: dict[str, tuple[Path | None, dict | None]]) -> list[tupl
 
 
 def load_shared_models(base: Path, runs: dict[str, tuple[Path | None, dict | None]], *, precision: str,
-                       trust_remote_code: bool) -> SharedModels:
+                       trust_remote_code: bool, template_kwargs: dict | None = None) -> SharedModels:
     """Load each base once and every run's adapter onto it by name."""
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    shared = SharedModels(AutoTokenizer.from_pretrained(base, padding_side="left"))
+    shared = SharedModels(AutoTokenizer.from_pretrained(base, padding_side="left"), template_kwargs=template_kwargs or {})
     for quantization, names in group_by_base(runs):
         model = load_base_model(base, quantization=quantization, precision=precision,
                                 trust_remote_code=trust_remote_code)
@@ -88,7 +89,7 @@ def stream_answer(shared: SharedModels, run: str, chat: list[dict], max_new_toke
 
     tokenizer, model, adapter = shared.tokenizer, shared.models[run], shared.adapters[run]
     config = generation_config(tokenizer, settings, max_new_tokens)
-    ids = torch.tensor([prompt_ids(tokenizer, chat)], device=model.device)
+    ids = torch.tensor([prompt_ids(tokenizer, chat, shared.template_kwargs)], device=model.device)
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     result: dict = {}
 

@@ -33,11 +33,12 @@ COST = "cost.json"  # the cost meter's totals, saved with every checkpoint
 FINISHED = "finished.json"  # in a run's scratch directory once its adapter is written
 
 
-def encode_records(tokenizer, records: list[dict]):
-    """A datasets.Dataset of input_ids / attention_mask / answer-only labels."""
+def encode_records(tokenizer, records: list[dict], template_kwargs: dict | None = None):
+    """A datasets.Dataset of input_ids / attention_mask / answer-only labels, rendered with the
+    chat template's `template_kwargs` (params model.chat_template_kwargs)."""
     from datasets import Dataset
 
-    return Dataset.from_list(encode_examples(tokenizer, [r["messages"] for r in records]))
+    return Dataset.from_list(encode_examples(tokenizer, [r["messages"] for r in records], template_kwargs))
 
 
 def data_collator(tokenizer, padding_free: bool):

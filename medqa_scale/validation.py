@@ -85,14 +85,37 @@ class BuiltinModel(Section):
     pretrain: Pretrain
 
 
+class ModelArch(Section):
+    """The config.json fields memory and time estimates need before the model is downloaded."""
+
+    hidden_size: int = PositiveInt
+    intermediate_size: int = PositiveInt
+    num_hidden_layers: int = PositiveInt
+    num_attention_heads: int = PositiveInt
+    num_key_value_heads: int = PositiveInt
+    head_dim: int | None = Field(default=None, gt=0)  # Qwen3 sets it apart from hidden_size / heads
+    vocab_size: int = PositiveInt
+    tie_word_embeddings: bool
+
+
 class Model(Section):
     source: Literal["builtin", "local", "hf", "modelscope"]
+    preset: str | None = None  # the conf/model/ preset params came from
     repo_id: str | None = None
     revision: str | None = None
+    modelscope_id: str | None = None  # null: the same id as repo_id
     modelscope_revision: str | None = None
     local_path: str | None = None
     trust_remote_code: bool
+    chat_template_kwargs: dict[str, bool | int | float | str]  # e.g. Qwen3's enable_thinking
+    arch: ModelArch | None = None
     builtin: BuiltinModel | None = None
+
+
+class Hardware(Section):
+    preset: str | None = None  # the conf/hardware/ preset params came from
+    gpu_memory_gb: float | None = Field(default=None, gt=0, description="the card runs are checked against; null: none")
+    peak_tflops: float | None = Field(default=None, gt=0, description="the card's dense 16-bit peak, for time estimates")
 
 
 EXTERNAL_DIR = "data/external"
@@ -225,6 +248,8 @@ class Params(Section):
     precision: Literal["auto", "bf16", "fp16", "fp32"]
     device: str = Field(pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$", description="auto, cpu, cuda or cuda:N")
     profile: str
+    strategy: str | None = None  # the conf/strategy/ preset params came from
+    hardware: Hardware
     model: Model
     data: Data
     preprocess: Preprocess

@@ -1,7 +1,7 @@
 """Stage download_model: put the base model in models/base, in Hugging Face layout.
 
 Run:    dvc repro download_model        (or: python -m stages.download_model)
-Reads:  params seed, model (source, repo_id, revision, modelscope_revision, local_path, builtin)
+Reads:  params seed, model (source, repo_id, revision, modelscope_id, modelscope_revision, local_path, builtin)
 Writes: models/base/ (config, safetensors weights, tokenizer, provenance.json)
         metrics/runinfo/download_model.json (library versions, hardware)
 
@@ -9,7 +9,7 @@ Writes: models/base/ (config, safetensors weights, tokenizer, provenance.json)
   builtin     a tiny Qwen2ForCausalLM built from the seed and pre-trained on built-in text (offline)
   local       a saved Hugging Face model directory (model.local_path)
   hf          the Hugging Face hub (model.repo_id at model.revision); HF_ENDPOINT selects a mirror
-  modelscope  ModelScope (pip install modelscope), same repo_id at model.modelscope_revision
+  modelscope  ModelScope (pip install modelscope), model.modelscope_id (or repo_id) at model.modelscope_revision
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def main() -> None:
         elif m["source"] == "hf":
             provenance = hub.download_hf(m["repo_id"], m["revision"], tmp)
         else:
-            provenance = hub.download_modelscope(m["repo_id"], m["modelscope_revision"], tmp)
+            provenance = hub.download_modelscope(m["modelscope_id"] or m["repo_id"], m["modelscope_revision"], tmp)
         hub.check_layout(tmp)
         write_json(tmp / "provenance.json", provenance)
     write_json(RUNINFO, {"provenance": provenance, "environment": environment()})

@@ -6,8 +6,8 @@ Run:    dvc repro generate@lora-2k-42   (or: python -m stages.generate lora-2k-4
                                        QLoRA trains on it, no adapter: QLoRA's own reference
 Reads:  models/base, models/adapters/<run> (not for the bases), data/split/test.jsonl,
         data/params/quantization-<method>.json (quantization-qlora.json for base-4bit), params seed,
-        precision, device (undeclared: where, not what), model.trust_remote_code, evaluate.{backend, max_samples, batch_size, max_new_tokens,
-        generation}
+        precision, device (undeclared: where, not what), model.trust_remote_code, model.chat_template_kwargs,
+        evaluate.{backend, max_samples, batch_size, max_new_tokens, generation}
 Writes: data/predictions/<run>.jsonl, one {"id", "question", "reference", "prediction"} per line
         metrics/generate/<run>.json (samples/s, tokens/s, peak memory and what it measures, answers
         that ran to max_new_tokens, how the adapter was applied)
@@ -63,7 +63,7 @@ def main() -> None:
         how = "vllm"
         predictions, speed = vllm_answers(BASE, adapter, tokenizer, chats, e["max_new_tokens"], e["generation"],
                                           dtype={"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[precision],
-                                          seed=p["seed"])
+                                          seed=p["seed"], template_kwargs=p["model"]["chat_template_kwargs"])
         memory_mb, memory_kind = None, None
     else:
         if e["backend"] == "vllm":
@@ -72,7 +72,8 @@ def main() -> None:
         model = load_run_model(BASE, adapter, quantization, precision=precision,
                                trust_remote_code=p["model"]["trust_remote_code"], merge=True)
         memory = PeakMemory().start()  # after loading: on CPU, growth over the loaded model
-        predictions, speed = generate_answers(model, tokenizer, chats, e["batch_size"], e["max_new_tokens"], e["generation"])
+        predictions, speed = generate_answers(model, tokenizer, chats, e["batch_size"], e["max_new_tokens"], e["generation"],
+                                              p["model"]["chat_template_kwargs"])
         memory_mb, memory_kind = memory.stop(), memory.kind
     write_jsonl(predictions_file, [{"id": r["id"], "question": r["question"], "reference": r["answer"], "prediction": pred}
                                    for r, pred in zip(test, predictions)])

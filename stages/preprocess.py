@@ -1,7 +1,7 @@
 """Stage preprocess: records -> chats, filtered by token length and de-duplicated.
 
 Run:    dvc repro preprocess        (or: python -m stages.preprocess)
-Reads:  data/raw/qa.jsonl, the tokenizer in models/base, params seed, preprocess
+Reads:  data/raw/qa.jsonl, the tokenizer in models/base, params seed, preprocess, model.chat_template_kwargs
 Writes: data/processed/qa.jsonl, one {"id", "source", "origin", "question", "answer", "messages",
         "n_prompt_tokens", "n_answer_tokens"} record per line (plus "department" where known)
         data/processed/report.json, every record left out: reason, id, source, file, line, an
@@ -41,7 +41,8 @@ def main() -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(BASE)
     records = read_jsonl(RAW)
-    kept, dropped, masked = preprocess_records(records, tokenizer, params["preprocess"], params["seed"])
+    kept, dropped, masked = preprocess_records(records, tokenizer, params["preprocess"], params["seed"],
+                                               params["model"]["chat_template_kwargs"])
     write_jsonl(OUT, kept)
     write_json(LEFT_OUT, {"left_out": dropped})
     skipped = reason_counts(dropped)

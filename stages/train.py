@@ -3,9 +3,10 @@
 Run:    dvc repro train@lora-2k-42  (or: python -m stages.train lora-2k-42); the seed is one of train.seeds
 Reads:  models/base, data/split/train-<scale>.jsonl, data/split/dev.jsonl,
         data/params/quantization-<method>.json (4-bit settings for qlora, null for lora),
-        params precision, model.trust_remote_code, lora, train.lr, train.kl_beta, device (undeclared: where, not what),
-        train.padding_free, train.num_processes, train.tensorboard, train.args,
-        train.method_args.<method>
+        params precision, model.trust_remote_code, model.chat_template_kwargs, lora, train.lr, train.kl_beta,
+        device (undeclared: where, not what), train.padding_free, train.num_processes, train.tensorboard,
+        train.args, train.method_args.<method>, hardware (undeclared: the card the run is checked against,
+        not what it computes)
 Writes: models/adapters/<run>/ (the adapter of the checkpoint with the best eval loss)
         dvclive/<run>/ (curves by optimizer step; steps.jsonl, one line per log: loss, lr, grad
         norm, real tokens/s, memory; tensorboard/ when train.tensorboard)
@@ -36,6 +37,7 @@ if __name__ == "__main__":  # before transformers and peft are imported (trainin
     keep_bitsandbytes_out(sys.argv[1] if len(sys.argv) > 1 else "")  # where it is not needed
 
 from medqa_scale.durable import atomic_path, read_json, read_jsonl, remove_stale, write_json  # noqa: E402
+from medqa_scale.memory import GiB, model_name, run_problem, run_settings  # noqa: E402
 from medqa_scale.modeling import add_trainable_adapter, load_base_model, save_adapter  # noqa: E402
 from medqa_scale.params import load_params, parse_run  # noqa: E402
 from medqa_scale.runinfo import environment, revisions  # noqa: E402
@@ -57,6 +59,7 @@ def main() -> None:
     p = load_params()
     pin_device(p["device"])  # before anything touches CUDA
     precision = resolve_precision(p["precision"])
+    check_fits(p, method, precision)  # now, not out of memory an hour in
     scratch = scratch_dir(CHECKPOINTS, name, run_key(files.inputs, training_settings(p, method, precision, seed)))
     if "LOCAL_RANK" not in os.environ:  # the launching process, not a torchrun worker
         remove_stale(*files.outputs)
@@ -64,6 +67,21 @@ def main() -> None:
         if p["train"]["num_processes"] > 1:
             return launch_workers(name, p["train"]["num_processes"])
     train(p, method, seed, precision, files, scratch)
+
+
+def check_fits(p: dict, method: str, precision: str) -> None:
+    """Stop before anything loads when the run cannot fit the card params `hardware` names or,
+    on a GPU, this GPU's free memory: the estimate and advice of check_params and the doctor."""
+    budgets = [(int(gb * GiB), f"the card of hardware={p['hardware']['preset'] or f'{gb} GB'}")
+               for gb in [p["hardware"]["gpu_memory_gb"]] if gb]
+    if device() == "cuda":
+        import torch
+
+        budgets.append((torch.cuda.mem_get_info()[0], "this GPU's free memory"))
+    for free, where in budgets:
+        problem = run_problem(read_json(BASE / "config.json"), run_settings(p, method, precision), free, model_name(p), where)
+        if problem:
+            raise PipelineError(problem)
 
 
 class Files:
@@ -111,7 +129,8 @@ def train(p: dict, method: str, seed: int, precision: str, files: Files, scratch
 
     set_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(BASE)
-    train_set, dev_set = encode_records(tokenizer, read_jsonl(files.train)), encode_records(tokenizer, read_jsonl(files.dev))
+    kwargs = p["model"]["chat_template_kwargs"]
+    train_set, dev_set = (encode_records(tokenizer, read_jsonl(f), kwargs) for f in (files.train, files.dev))
     model = load_model(p, method, precision)
     resume = last_complete_checkpoint(scratch)
     steps_log = scratch / "steps.jsonl"

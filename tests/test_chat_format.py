@@ -125,3 +125,34 @@ def test_encode_examples_in_a_batch_equals_encode_example_one_by_one(tokenizer):
              for i, r in enumerate(generate_pairs(60, seed=4))]
     chats.append(to_messages("What now? ", "Take a rest.", "sys"))
     assert encode_examples(tokenizer, chats) == [encode_example(tokenizer, c) for c in chats]
+
+
+# Qwen3's handling of enable_thinking, cut down: with thinking off, the generation prompt and the
+# final assistant turn carry an empty think block, so training and generation see the same prefix.
+THINK = "{{- '<think>\\n\\n</think>\\n\\n' }}"
+OFF = "enable_thinking is defined and enable_thinking is false"
+THINKING_TEMPLATE = (
+    "{%- for m in messages %}{{- '<|im_start|>' + m.role + '\\n' }}"
+    "{%- if m.role == 'assistant' and loop.last and " + OFF + " %}" + THINK + "{%- endif %}"
+    "{{- m.content + '<|im_end|>\\n' }}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
+    "{%- if " + OFF + " %}" + THINK + "{%- endif %}{%- endif %}")
+
+
+def test_template_kwargs_reach_the_template_in_prompts_and_training_examples(tokenizer, record):
+    import copy
+
+    from medqa_scale.chat_format import encode_examples
+
+    qwen3 = copy.deepcopy(tokenizer)  # with the Qwen3-like template; the fixture untouched
+    qwen3.chat_template = THINKING_TEMPLATE
+    messages = to_messages(record["question"], record["answer"], SYSTEM)
+    off = {"enable_thinking": False}
+    plain, without = prompt_ids(qwen3, messages), prompt_ids(qwen3, messages, off)
+    # The generation prompt ends in the empty think block.
+    assert qwen3.decode(without) == qwen3.decode(plain) + "<think>\n\n</think>\n\n"
+    (example,) = encode_examples(qwen3, [messages], off)
+    n_prompt = sum(1 for label in example["labels"] if label == IGNORE_INDEX)
+    assert example["input_ids"][:n_prompt] == without  # the prompt generation continues is the trained prefix
+    assert qwen3.decode(example["input_ids"][n_prompt:]).startswith(record["answer"])
+    assert encode_examples(qwen3, [messages])[0]["input_ids"] != example["input_ids"]  # kwargs change the render

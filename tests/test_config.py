@@ -272,3 +272,13 @@ def test_the_device_pins_where_a_stage_runs_without_being_a_declared_param():
         assert "device" not in spec[group]["params"], group
     for stage in ("train", "generate"):
         assert 'pin_device(p["device"])' in (ROOT / "stages" / f"{stage}.py").read_text(encoding="utf-8")
+
+
+def test_the_card_is_checked_but_is_a_declared_param_of_no_run():
+    # The card's figures (hardware.gpu_memory_gb, peak_tflops) decide whether a run may start, not
+    # what it computes; a preset's batch settings are train params, and rerun what they change.
+    spec = dvc_yaml()["stages"]
+    for name, stage in spec.items():
+        if name != "check_params":
+            assert not any(str(p).startswith(("hardware", "strategy")) for p in stage.get("params", [])), name
+    assert "check_fits(p, method, precision)" in (ROOT / "stages/train.py").read_text(encoding="utf-8")

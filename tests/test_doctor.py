@@ -21,12 +21,13 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from medqa_scale.doctor import (FIT_FRACTION, GiB, KNOWN_ARCHS, advise, check_packages, estimate_training_memory,
-                                lora_parameter_count, main, package_problems, parameter_counts, training_precision)
+from medqa_scale.doctor import check_packages, main, package_problems, training_precision
+from medqa_scale.memory import (FIT_FRACTION, GiB, advise, estimate_training_memory, lora_parameter_count,
+                                parameter_counts)
 from medqa_scale.params import read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-QWEN = KNOWN_ARCHS["Qwen/Qwen2.5-3B-Instruct"]
+QWEN = read_yaml(ROOT / "conf/model/qwen2.5-3b.yaml")["model"]["arch"]  # the study's model, from its preset
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 # The study: 512 prompt + 512 answer tokens, rank-8 adapters on the attention projections.
 STUDY = dict(seq_len=1024, lora_r=8, lora_targets=TARGETS)
@@ -150,9 +151,9 @@ def test_requirements_check_flags_a_different_version_and_passes_a_match(tmp_pat
 
 def study_workspace(tmp: Path) -> Path:
     """tmp with requirements.txt and a params.yaml holding the study's settings, in the
-    train.method_args layout; no models/base, so the doctor plans from KNOWN_ARCHS."""
+    train.method_args layout; no models/base, so the doctor plans from params model.arch."""
     params = read_yaml(ROOT / "params.yaml")
-    params["model"]["source"] = "hf"
+    params["model"].update(source="hf", repo_id="Qwen/Qwen2.5-3B-Instruct", arch=QWEN)
     params["precision"] = "auto"
     params["preprocess"].update(max_source_len=512, max_target_len=512)
     params["split"]["scales"] = ["20k", "50k", "100k"]

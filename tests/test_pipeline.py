@@ -237,6 +237,20 @@ def test_metrics_show_lists_every_run_with_its_interval(repo, first_run):
         assert key in out, key
 
 
+def test_a_sweep_that_cannot_fit_the_card_stops_in_the_params_check_before_any_download(repo, first_run):
+    back_to_first_run(repo, first_run)
+    base = (repo / "models/base/model.safetensors").stat().st_mtime_ns
+    out = dvc(repo, "exp", "run", "-S", "profile=study", "-S", "hardware=gpu_8gb", "-S", "model=qwen2.5-7b",
+              "-S", "methods=[lora]", check=False)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0 and "Traceback" not in text
+    assert_ran(out, {"check_params"})
+    assert "qwen2.5-7b with LORA needs ~16.3 GiB" in text and "the card of hardware=gpu_8gb has 8.0 GiB" in text
+    assert "What to change:" in text and "fits" in text
+    assert (repo / "models/base/model.safetensors").stat().st_mtime_ns == base  # nothing downloaded
+    back_to_first_run(repo, first_run)
+
+
 def test_bad_params_stop_the_run_before_any_model_loads_with_one_message(repo, first_run):
     back_to_first_run(repo, first_run)
     params = (repo / "params.yaml").read_text(encoding="utf-8")

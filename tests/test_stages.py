@@ -291,6 +291,25 @@ def test_a_nan_loss_stops_the_run_with_a_message_and_no_adapter(workspace, tmp_p
     assert not (ws / "models/adapters/lora-64-42").exists() and not (ws / "metrics/train/lora-64-42.json").exists()
 
 
+def test_a_run_that_cannot_fit_the_card_stops_before_anything_loads(workspace, tmp_path):
+    """check_params stops a sweep that cannot fit the card params name; the train stage, run on its
+    own, checks again with the downloaded model's config.json and stops before loading it."""
+    p = small_params()
+    p["hardware"] = {"preset": "tiny", "gpu_memory_gb": 0.001, "peak_tflops": None}
+    write_params(tmp_path, p)
+    proc = stage(tmp_path, "stages.check_params")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "the runs would not fit the card" in proc.stderr and proc.stderr.count("What to change:") == 2  # each method
+    assert "the card of hardware=tiny has 0.0 GiB" in proc.stderr and not (tmp_path / "data").exists()
+
+    ws = copy_workspace(workspace, tmp_path / "train")  # checked with no card; then the card is set
+    write_params(ws, p)
+    proc = stage(ws, "stages.train", "lora-64-42")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert re.search(r"the embedded model with LORA needs ~[\d.]+ GiB at batch 8, \d+ tokens", proc.stderr)
+    assert "Loading" not in proc.stderr and not (ws / "models/adapters/lora-64-42").exists()
+
+
 # --- the bases the stages load ----------------------------------------------------------------
 
 
