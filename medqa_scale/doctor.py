@@ -123,15 +123,15 @@ def check_memory(params: dict, arch: dict, method: str, precision: str, free: in
 
 def check_time(params: dict, arch: dict, method: str, measured: dict):
     """Hours of each run of the sweep (every scale of params), for this method."""
-    scales = [str(s) for s in params["split"]["scales"]]
+    tokens_per_second = measured_tokens_per_second(measured, params, method)
+    hours = {str(s): estimate_hours(params, arch, method, scale_size(s), tokens_per_second)[0]
+             for s in params["split"]["scales"]}
+    basis = estimate_hours(params, arch, method, 1, tokens_per_second)[1]  # the same for every scale
+    if None in hours.values():
+        return "warn", f"no estimate: {basis} (set hardware, e.g. -S hardware=gpu_24gb)", []
     seeds = len(params["train"]["seeds"])
-    hours = {s: estimate_hours(params, arch, method, scale_size(s), measured_tokens_per_second(measured, params, method))
-             for s in scales}
-    if any(h is None for h, _ in hours.values()):
-        return "warn", f"no estimate: {next(iter(hours.values()))[1]} (set hardware, e.g. -S hardware=gpu_24gb)", []
-    total = sum(h for h, _ in hours.values()) * seeds
-    each = ", ".join(f"{s} {h:.1f} h" for s, (h, _) in hours.items())
-    return "ok", f"{each} per run ({next(iter(hours.values()))[1]}); {total:.1f} h for {seeds} seed(s)", []
+    each = ", ".join(f"{s} {h:.1f} h" for s, h in hours.items())
+    return "ok", f"{each} per run ({basis}); {sum(hours.values()) * seeds:.1f} h for {seeds} seed(s)", []
 
 
 def measured_tokens_per_second(measured: dict, params: dict, method: str) -> float | None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,19 +19,11 @@ from pathlib import Path
 
 import pytest
 from dvc_repo import RUNS, dvc_env
+from local import free_port, launch_chromium
 from test_chat import build_workspace, expected_answers
 
 ROOT = Path(__file__).resolve().parents[1]
 ASK_RUNS = ["base", "base-4bit", *RUNS]  # as the page lists them
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class App:
     """`python -m medqa_scale.app` running in `workspace`, stopped on close."""
 
@@ -97,11 +87,9 @@ def max_new_tokens(repo: Path) -> int:
 def test_the_page_answers_as_every_run_shows_a_test_item_and_the_results_in_a_browser(app, repo, first_run):
     from playwright.sync_api import expect, sync_playwright
 
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: `apt-get install -y chromium` (README, Set up and run)")
     experiment = re.search(r"Ran experiment\(s\): (\S+)", first_run.stdout).group(1)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        browser = launch_chromium(pw)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(app.url)
         expect(page.locator("#notice")).to_contain_text("synthetic data")

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
 from dvc_repo import REFERENCES, RUNS, back_to_first_run, dvc
+from local import launch_chromium
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 LOSS_PLOTS = {"train_loss": "train_loss", "eval_loss": "eval_loss"}
 SCALE_PLOTS = {"rouge_l": "rouge-l", "bleu": "bleu"}
 IMAGES = [f"plots/{name}.png" for name in ("data_card", "loss_curves", "data_scale_comparison", "method_comparison")]
@@ -69,11 +68,9 @@ def draw_offline(page_file: Path) -> dict:
     """Open the page in headless Chromium with every request off this machine refused; what it drew."""
     from playwright.sync_api import sync_playwright
 
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: `apt-get install -y chromium` (README, Set up and run)")
     refused, errors = [], []
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        browser = launch_chromium(pw)
         page = browser.new_page()
         page.route(re.compile(r"^(?!file:|data:)"), lambda route: (refused.append(route.request.url), route.abort()))
         page.on("pageerror", lambda e: errors.append(str(e)))

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from hub_standin import assert_only_hub_api, hub_env, read_tree, save_tiny_model, served_repo  # noqa: F401
+from local import free_port
 from medqa_scale import hub
 from medqa_scale.cli import PipelineError
 
@@ -218,18 +219,9 @@ def test_download_url_failures_name_the_url_and_the_fix(file_server, tmp_path):
         hub.download_url(f"{url}/missing.jsonl", tmp_path)
 
 
-def closed_port() -> int:
-    """A localhost port nothing listens on."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_an_unreachable_hub_is_retried_once_then_one_message_names_the_endpoint_and_the_fix(monkeypatch, tmp_path):
     monkeypatch.setattr(hub, "RETRY_AFTER_S", 0)
-    endpoint = f"http://127.0.0.1:{closed_port()}"
+    endpoint = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", endpoint)
     calls = []
 
@@ -277,7 +269,7 @@ def test_download_model_from_a_closed_port_prints_one_message_and_no_traceback(t
     with open(tmp_path / "params.yaml", "w", encoding="utf-8") as f:
         YAML(typ="safe", pure=True).dump(p, f)
     shutil.copytree(root / "stages", tmp_path / "stages")
-    endpoint = f"http://127.0.0.1:{closed_port()}"
+    endpoint = f"http://127.0.0.1:{free_port()}"
     env = {**os.environ, "PYTHONPATH": str(root), "HF_ENDPOINT": endpoint}
     proc = subprocess.run([sys.executable, "-m", "stages.download_model"], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=300)
@@ -290,7 +282,7 @@ def test_download_model_from_a_closed_port_prints_one_message_and_no_traceback(t
 
 def test_an_unreachable_url_source_names_the_server_and_the_manual_route(monkeypatch, tmp_path):
     monkeypatch.setattr(hub, "RETRY_AFTER_S", 0)
-    url = f"http://127.0.0.1:{closed_port()}/qa.jsonl"
+    url = f"http://127.0.0.1:{free_port()}/qa.jsonl"
     with pytest.raises(PipelineError, match=r"could not reach http://127\.0\.0\.1:\d+ for data source .*tried twice.*"
                                             r"data/external/ and use a path source"):
         hub.download_url(url, tmp_path)
