@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from medqa_scale.params import read_yaml  # noqa: E402
+from medqa_scale.core.params import read_yaml  # noqa: E402
 
 BASE = Path("models/base")
 
@@ -46,9 +46,9 @@ def main() -> None:
     import torch
     from transformers import AutoTokenizer
 
-    from medqa_scale.device import resolve_precision
-    from medqa_scale.durable import read_jsonl
-    from medqa_scale.modeling import load_run_model
+    from medqa_scale.model.device import resolve_precision
+    from medqa_scale.core.durable import read_jsonl
+    from medqa_scale.model.loading import load_run_model
 
     torch.manual_seed(0)
     p = read_yaml("params.yaml")
@@ -97,10 +97,10 @@ def main() -> None:
 
 
 def answer(model, tokenizer, chats, batch: int, e: dict) -> tuple[list[str], float]:
-    from medqa_scale.generation import generate_answers
+    from medqa_scale.evaluate.generation import generate_answers, generation_config
 
     start = time.perf_counter()
-    answers, _ = generate_answers(model, tokenizer, chats, batch, e["max_new_tokens"], e["generation"])
+    answers, _ = generate_answers(model, tokenizer, chats, batch, generation_config(tokenizer, e["generation"], e["max_new_tokens"]))
     return answers, time.perf_counter() - start
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from medqa_scale.params import read_yaml  # noqa: E402
+from medqa_scale.core.params import read_yaml  # noqa: E402
 
 BUDGET_S = 60.0
 
@@ -31,8 +31,8 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from medqa_scale.builtin.corpus import generate_pairs
-    from medqa_scale.preprocessing import preprocess_records
-    from medqa_scale.splitting import split_records
+    from medqa_scale.data.preprocessing import preprocess_records
+    from medqa_scale.data.splitting import split_records
 
     p = read_yaml("params.yaml")
     tokenizer = AutoTokenizer.from_pretrained("models/base")

@@ -19,7 +19,7 @@ nothing is downloaded; LoRA and QLoRA (4-bit NF4) tokens/s and peak memory at --
 per sample, batch --batch, with activation checkpointing. On a GPU at full depth in bf16 (1024
 tokens, batch 4); on CPU at --layers layers (default 2) in fp32 (128 tokens, batch 2), so that it
 runs here. Each line also prints the doctor's memory estimate for the same settings
-(medqa_scale.memory) and the measured/estimate ratio. --record <hardware preset> stores the
+(medqa_scale.train.memory) and the measured/estimate ratio. --record <hardware preset> stores the
 full-depth tokens/s in bench/measured.json, which the doctor's time estimate then uses.
 """
 
@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from medqa_scale.params import read_yaml  # noqa: E402
+from medqa_scale.core.params import read_yaml  # noqa: E402
 
 QWEN25_3B = {"hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36, "num_attention_heads": 16,
              "num_key_value_heads": 2, "vocab_size": 151936, "max_position_embeddings": 32768,
@@ -68,8 +68,8 @@ def main() -> None:
 def compare_setups(scale: str, repeats: int) -> None:
     from transformers import AutoTokenizer
 
-    from medqa_scale.durable import read_jsonl
-    from medqa_scale.training import encode_records
+    from medqa_scale.core.durable import read_jsonl
+    from medqa_scale.train.trainer import encode_records
 
     p = read_yaml("params.yaml")
     tokenizer = AutoTokenizer.from_pretrained("models/base")
@@ -96,9 +96,10 @@ def train_once(setup: str, p: dict, tokenizer, train, dev) -> tuple[float, float
     import torch
     from transformers import DataCollatorForSeq2Seq, Trainer
 
-    from medqa_scale.chat_format import IGNORE_INDEX
-    from medqa_scale.modeling import add_trainable_adapter, load_base_model
-    from medqa_scale.training import RegularisedTrainer, data_collator, training_arguments
+    from medqa_scale.model.chat_format import IGNORE_INDEX
+    from medqa_scale.model.loading import add_trainable_adapter, load_base_model
+    from medqa_scale.core.params import method_args
+    from medqa_scale.train.trainer import RegularisedTrainer, data_collator, training_arguments
 
     q = copy.deepcopy(p)
     q["train"]["args"].update(num_train_epochs=1, eval_strategy="no", save_strategy="no", load_best_model_at_end=False,
@@ -106,15 +107,20 @@ def train_once(setup: str, p: dict, tokenizer, train, dev) -> tuple[float, float
     torch.manual_seed(q["seed"])
     model = load_base_model(Path("models/base"), quantization=None, precision="fp32", trust_remote_code=False)
     model = add_trainable_adapter(model, q["lora"], quantized=False, gradient_checkpointing=False)
+
+    def arguments():
+        train = q["train"]
+        return training_arguments(method_args(train["args"], train["method_args"]["lora"]), lr=train["lr"], seed=q["seed"],
+                                  precision="fp32", output_dir=Path("/tmp/bench-train"), padding_free=train["padding_free"],
+                                  num_processes=train["num_processes"])
+
     padded = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
     if setup == "baseline":
         q["train"]["args"].pop("train_sampling_strategy", None)  # random order
         q["train"]["padding_free"] = False
-        trainer = Trainer(model=model, args=training_arguments(q, "lora", "fp32", Path("/tmp/bench-train"), seed=q["seed"]),
-                          train_dataset=train, data_collator=padded)
+        trainer = Trainer(model=model, args=arguments(), train_dataset=train, data_collator=padded)
     else:
-        trainer = RegularisedTrainer(model=model, args=training_arguments(q, "lora", "fp32", Path("/tmp/bench-train"), seed=q["seed"]),
-                                     train_dataset=train, data_collator=data_collator(tokenizer, q["train"]["padding_free"]),
+        trainer = RegularisedTrainer(model=model, args=arguments(), train_dataset=train, data_collator=data_collator(tokenizer, q["train"]["padding_free"]),
                                      kl_beta=q["train"]["kl_beta"])
     start = time.perf_counter()
     trainer.train()
@@ -136,7 +142,7 @@ def architecture_costs(layers: int | None, seq_len: int | None, batch: int | Non
     precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if on_gpu else "fp32"
     print(f"Qwen2.5-3B architecture, {depth} of 36 layers, random weights, {precision} on "
           f"{torch.cuda.get_device_name(0) if on_gpu else 'CPU'}; batch {batch} x {seq_len} tokens, {steps} steps")
-    from medqa_scale.memory import estimate_training_memory
+    from medqa_scale.train.memory import estimate_training_memory
 
     p = read_yaml("params.yaml")
     measured = {}
@@ -165,8 +171,8 @@ def lora_steps(method: str, depth: int, precision: str, seq_len: int, batch: int
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from medqa_scale.device import PeakMemory, torch_dtype
-    from medqa_scale.modeling import add_trainable_adapter, load_base_model
+    from medqa_scale.model.device import PeakMemory, torch_dtype
+    from medqa_scale.model.loading import add_trainable_adapter, load_base_model
 
     p = read_yaml("params.yaml")
     config = Qwen2Config(**{**QWEN25_3B, "num_hidden_layers": depth})

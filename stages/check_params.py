@@ -3,7 +3,7 @@
 Run:    dvc repro check_params      (or: python -m stages.check_params)
 Reads:  params.yaml (every key)
 Checks: with a card in params hardware (a conf/hardware/ preset), that every method's runs fit it
-        (medqa_scale.memory, from params model.arch): before any download
+        (medqa_scale.train.memory, from params model.arch): before any download
 Writes: data/params/valid.json, the same bytes while the params are valid: every other stage
         depends on it, so a change to a validation rule reruns this check and nothing else
         data/params/quantization-<method>.json, what each method loads its base model with
@@ -19,11 +19,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from medqa_scale.cli import PipelineError, run
-from medqa_scale.durable import remove_stale, write_json
-from medqa_scale.memory import card_problems
-from medqa_scale.params import METHODS
-from medqa_scale.validation import check_params, method_quantization
+from medqa_scale.core.cli import PipelineError, run
+from medqa_scale.core.durable import remove_stale, write_json
+from medqa_scale.train.memory import card_problems
+from medqa_scale.core.params import METHODS
+from medqa_scale.core.validation import check_params, method_quantization
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def main() -> None:
     params = check_params()
     misfits = card_problems(params)
     if misfits:
-        raise PipelineError("the runs would not fit the card; change params and rerun (`python -m medqa_scale.doctor` "
+        raise PipelineError("the runs would not fit the card; change params and rerun (`python -m medqa_scale.apps.doctor` "
                             "shows every estimate):\n" + "\n".join(f"  - {m}" for m in misfits))
     write_json(VALID, {"params.yaml": "valid"})
     for method in METHODS:

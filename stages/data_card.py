@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from medqa_scale.cli import run
-from medqa_scale.datacard import length_table, plot_data_card, summary
-from medqa_scale.durable import read_jsonl, remove_stale, write_json
+from medqa_scale.core.cli import run
+from medqa_scale.data.datacard import length_table, plot_data_card, summary
+from medqa_scale.core.durable import read_jsonl, remove_stale, write_json
 
 log = logging.getLogger(__name__)
 

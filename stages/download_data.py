@@ -6,9 +6,9 @@ Writes: data/raw/qa.jsonl, one {"id", "source", "origin", "question", "answer", 
         data/raw/report.json, every item left out: source, file, line or row, reason, excerpt
         metrics/download_data.json (per source: provenance, files, records, counts left out by reason)
 
-Each source in data.sources is one of builtin, path, url, hf or modelscope (README, "Data
-sources"); its files are read whatever their container, encoding and record shape
-(medqa_scale/formats.py). A source that yields nothing, or whose share of unreadable items passes
+Each source in data.sources is one of builtin, path, url, hf or modelscope (docs/data.md);
+its files are read whatever their container, encoding and record shape
+(medqa_scale/data/formats.py). A source that yields nothing, or whose share of unreadable items passes
 data.max_bad_fraction, stops the stage with a message naming it.
 """
 
@@ -18,10 +18,10 @@ import logging
 import tempfile
 from pathlib import Path
 
-from medqa_scale.cli import PipelineError, run
-from medqa_scale.durable import remove_stale, write_json, write_jsonl
-from medqa_scale.params import load_params
-from medqa_scale.sources import apply_shares, read_source
+from medqa_scale.core.cli import PipelineError, run
+from medqa_scale.core.durable import remove_stale, write_json, write_jsonl
+from medqa_scale.core.params import load_params
+from medqa_scale.data.sources import apply_shares, read_source
 
 log = logging.getLogger(__name__)
 

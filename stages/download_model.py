@@ -17,11 +17,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from medqa_scale import hub
-from medqa_scale.cli import run
-from medqa_scale.durable import atomic_path, remove_stale, write_json
-from medqa_scale.params import load_params
-from medqa_scale.runinfo import environment
+from medqa_scale.core import hub
+from medqa_scale.core.cli import run
+from medqa_scale.core.durable import atomic_path, remove_stale, write_json
+from medqa_scale.core.params import load_params
+from medqa_scale.core.runinfo import environment
 
 log = logging.getLogger(__name__)
 

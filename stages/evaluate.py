@@ -19,11 +19,11 @@ import logging
 import sys
 from pathlib import Path
 
-from medqa_scale.cli import run
-from medqa_scale.durable import read_jsonl, remove_stale, write_json, write_jsonl
-from medqa_scale.metrics import (METRICS, bleu_zh, bootstrap_indices, interval, per_sample_scores, point_estimates,
+from medqa_scale.core.cli import run
+from medqa_scale.core.durable import read_jsonl, remove_stale, write_json, write_jsonl
+from medqa_scale.evaluate.metrics import (METRICS, bleu_zh, bootstrap_indices, interval, per_sample_scores, point_estimates,
                                  resampled, scores_matrix)
-from medqa_scale.params import load_params
+from medqa_scale.core.params import load_params
 
 log = logging.getLogger(__name__)
 

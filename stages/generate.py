@@ -27,13 +27,13 @@ import logging
 import sys
 from pathlib import Path
 
-from medqa_scale.cli import run
-from medqa_scale.device import PeakMemory, device, keep_bitsandbytes_out, pin_device, resolve_precision
-from medqa_scale.durable import read_json, read_jsonl, remove_stale, write_json, write_jsonl
-from medqa_scale.generation import generate_answers, generation_config, vllm_answers
-from medqa_scale.modeling import load_run_model
-from medqa_scale.params import REFERENCE_RUNS, load_params, run_method
-from medqa_scale.runinfo import environment, revisions
+from medqa_scale.core.cli import run
+from medqa_scale.core.durable import read_json, read_jsonl, remove_stale, write_json, write_jsonl
+from medqa_scale.core.params import REFERENCE_RUNS, load_params, run_method
+from medqa_scale.core.runinfo import environment, revisions
+from medqa_scale.evaluate.generation import generate_answers, generation_config, vllm_answers
+from medqa_scale.model.device import PeakMemory, device, keep_bitsandbytes_out, needs_bitsandbytes, pin_device, resolve_precision
+from medqa_scale.model.loading import load_run_model
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,9 @@ TEST = Path("data/split/test.jsonl")
 
 def main() -> None:
     name = sys.argv[1]
-    keep_bitsandbytes_out(name)  # where it is not needed: before peft and transformers are imported
+    method = run_method(name)
+    if not needs_bitsandbytes(method):  # before peft and transformers are imported
+        keep_bitsandbytes_out()
     predictions_file = Path("data/predictions") / f"{name}.jsonl"
     metrics_file, runinfo_file = Path("metrics/generate") / f"{name}.json", Path("metrics/runinfo") / f"generate-{name}.json"
     remove_stale(predictions_file, metrics_file, runinfo_file)
@@ -55,13 +57,13 @@ def main() -> None:
     e, precision = p["evaluate"], resolve_precision(p["precision"])
     tokenizer = AutoTokenizer.from_pretrained(BASE, padding_side="left")
     test = read_jsonl(TEST)[: e["max_samples"]]
-    method = run_method(name)
     quantization = read_json(Path("data/params") / f"quantization-{method}.json") if method else None
     adapter = None if name in REFERENCE_RUNS else Path("models/adapters") / name
     chats = [r["messages"] for r in test]
+    config = generation_config(tokenizer, e["generation"], e["max_new_tokens"])  # the one GenerationConfig of the run
     if e["backend"] == "vllm" and quantization is None:
         how = "vllm"
-        predictions, speed = vllm_answers(BASE, adapter, tokenizer, chats, e["max_new_tokens"], e["generation"],
+        predictions, speed = vllm_answers(BASE, adapter, tokenizer, chats, config,
                                           dtype={"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[precision],
                                           seed=p["seed"], template_kwargs=p["model"]["chat_template_kwargs"])
         memory_mb, memory_kind = None, None
@@ -72,7 +74,7 @@ def main() -> None:
         model = load_run_model(BASE, adapter, quantization, precision=precision,
                                trust_remote_code=p["model"]["trust_remote_code"], merge=True)
         memory = PeakMemory().start()  # after loading: on CPU, growth over the loaded model
-        predictions, speed = generate_answers(model, tokenizer, chats, e["batch_size"], e["max_new_tokens"], e["generation"],
+        predictions, speed = generate_answers(model, tokenizer, chats, e["batch_size"], config,
                                               p["model"]["chat_template_kwargs"])
         memory_mb, memory_kind = memory.stop(), memory.kind
     write_jsonl(predictions_file, [{"id": r["id"], "question": r["question"], "reference": r["answer"], "prediction": pred}
@@ -81,7 +83,7 @@ def main() -> None:
                               "n_test": len(test), "adapter": how, "base_4bit": quantization is not None, "backend": "vllm" if how == "vllm" else "transformers"})
     write_json(runinfo_file, {"environment": environment(), "precision": precision, "device": device(),
                               "revisions": revisions(BASE, TEST),
-                              "generation_config": generation_config(tokenizer, e["generation"], e["max_new_tokens"]).to_dict()})
+                              "generation_config": config.to_dict()})
     log.info("%s: %d answers, %.1f samples/s (adapter: %s), %d ran to max_new_tokens", name, len(test),
              speed["samples_per_second"], how, speed["ran_to_max_new_tokens"])
 

@@ -19,11 +19,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from medqa_scale.cli import run
-from medqa_scale.dedup import reason_counts
-from medqa_scale.durable import read_jsonl, remove_stale, write_json, write_jsonl
-from medqa_scale.params import load_params
-from medqa_scale.preprocessing import preprocess_records
+from medqa_scale.core.cli import run
+from medqa_scale.data.dedup import reason_counts
+from medqa_scale.core.durable import read_jsonl, remove_stale, write_json, write_jsonl
+from medqa_scale.core.params import load_params
+from medqa_scale.data.preprocessing import preprocess_records
 
 log = logging.getLogger(__name__)
 

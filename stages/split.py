@@ -10,7 +10,7 @@ Writes: data/split/test.jsonl, data/split/dev.jsonl, data/split/train-<scale>.js
 
 Each train subset is a prefix of one shuffled pool, so 1k is inside 2k and 2k inside 5k; no
 train record repeats or nearly repeats (split.leak_threshold) a dev or test question or answer
-(medqa_scale/splitting.py).
+(medqa_scale/data/splitting.py).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from medqa_scale.cli import PipelineError, run
-from medqa_scale.dedup import reason_counts
-from medqa_scale.durable import atomic_path, read_jsonl, remove_stale, write_json, write_jsonl
-from medqa_scale.params import load_params, scale_size
-from medqa_scale.splitting import nested_subsets, split_records, verbatim_overlap
+from medqa_scale.core.cli import PipelineError, run
+from medqa_scale.data.dedup import reason_counts
+from medqa_scale.core.durable import atomic_path, read_jsonl, remove_stale, write_json, write_jsonl
+from medqa_scale.core.params import load_params, scale_size
+from medqa_scale.data.splitting import nested_subsets, split_records, verbatim_overlap
 
 log = logging.getLogger(__name__)
 

@@ -26,13 +26,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from medqa_scale.cli import PipelineError, run
-from medqa_scale.comparison import check_same_questions, compare, comparisons, setups, summary_row, verdict
-from medqa_scale.durable import atomic_path, read_jsonl, remove_stale
-from medqa_scale.params import BASE_4BIT_RUN, BASE_RUN, REFERENCE_RUNS, load_params, run_name, scale_size, setup_name
-from medqa_scale.plots import caption, plot_loss_curves, plot_method_comparison, plot_scale_comparison
-from medqa_scale.report import report_markdown
-from medqa_scale.summary import curves_table, loss_curves, runs_table, setups_table, summary
+from medqa_scale.core.cli import PipelineError, run
+from medqa_scale.evaluate.comparison import check_same_questions, compare, comparisons, setups, summary_row, verdict
+from medqa_scale.core.durable import atomic_path, read_jsonl, remove_stale
+from medqa_scale.core.params import BASE_4BIT_RUN, BASE_RUN, REFERENCE_RUNS, load_params, run_name, scale_size, setup_name
+from medqa_scale.evaluate.plots import caption, plot_loss_curves, plot_method_comparison, plot_scale_comparison
+from medqa_scale.evaluate.report import report_markdown
+from medqa_scale.evaluate.summary import curves_table, loss_curves, runs_table, setups_table, summary
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,11 @@ Run:    dvc repro train@lora-2k-42  (or: python -m stages.train lora-2k-42); the
 Reads:  models/base, data/split/train-<scale>.jsonl, data/split/dev.jsonl,
         data/params/quantization-<method>.json (4-bit settings for qlora, null for lora),
         params precision, model.trust_remote_code, model.chat_template_kwargs, lora, train.lr, train.kl_beta,
-        device (undeclared: where, not what), train.padding_free, train.num_processes, train.tensorboard,
-        train.args, train.method_args.<method>, hardware (undeclared: the card the run is checked against,
-        not what it computes)
+        train.padding_free, train.num_processes, train.tensorboard, train.args, train.method_args.<method>;
+        undeclared, because they decide where or whether the run goes, not what it computes:
+        device (where), hardware (the card the fit check compares with), preprocess.max_source_len and
+        max_target_len (the fit check's sample length; the split files they shaped are deps) and
+        model.preset, model.repo_id, model.source (the model's name in the fit check's message)
 Writes: models/adapters/<run>/ (the adapter of the checkpoint with the best eval loss)
         dvclive/<run>/ (curves by optimizer step; steps.jsonl, one line per log: loss, lr, grad
         norm, real tokens/s, memory; tensorboard/ when train.tensorboard)
@@ -30,20 +32,32 @@ import subprocess
 import sys
 from pathlib import Path
 
-from medqa_scale.cli import PipelineError, run
-from medqa_scale.device import PeakMemory, device, keep_bitsandbytes_out, pin_device, resolve_precision
+from medqa_scale.core.cli import PipelineError, run
+from medqa_scale.core.params import load_params, method_args, parse_run
+from medqa_scale.model.device import PeakMemory, device, keep_bitsandbytes_out, needs_bitsandbytes, pin_device, resolve_precision
 
-if __name__ == "__main__":  # before transformers and peft are imported (training imports the Trainer)
-    keep_bitsandbytes_out(sys.argv[1] if len(sys.argv) > 1 else "")  # where it is not needed
 
-from medqa_scale.durable import atomic_path, read_json, read_jsonl, remove_stale, write_json  # noqa: E402
-from medqa_scale.memory import GiB, model_name, run_problem, run_settings  # noqa: E402
-from medqa_scale.modeling import add_trainable_adapter, load_base_model, save_adapter  # noqa: E402
-from medqa_scale.params import load_params, parse_run  # noqa: E402
-from medqa_scale.runinfo import environment, revisions  # noqa: E402
-from medqa_scale.training import (  # noqa: E402
-    COST, FINISHED, CostMeter, RegularisedTrainer, checkpoint_step, data_collator, encode_records, last_complete_checkpoint,
-    method_args, run_key, scratch_dir, train_metrics, training_arguments, truncate_steps_log, write_curves)
+def _bitsandbytes_needed(argv: list[str]) -> bool:
+    """Whether this run needs bitsandbytes; a bad run name or params need it not: the stage reports them."""
+    try:
+        method = parse_run(argv[1])[0]
+        train = load_params()["train"]
+        return needs_bitsandbytes(method, method_args(train["args"], train["method_args"][method]).get("optim", "adamw_torch"))
+    except Exception:  # noqa: BLE001
+        return True
+
+
+if __name__ == "__main__" and not _bitsandbytes_needed(sys.argv):  # before transformers and peft are imported
+    keep_bitsandbytes_out()
+
+from medqa_scale.core.durable import atomic_path, read_json, read_jsonl, remove_stale, write_json  # noqa: E402
+from medqa_scale.core.runinfo import environment, revisions  # noqa: E402
+from medqa_scale.model.loading import add_trainable_adapter, load_base_model, save_adapter  # noqa: E402
+from medqa_scale.train.cost import CostMeter, train_metrics, write_curves  # noqa: E402
+from medqa_scale.train.memory import GiB, model_name, run_problem, run_settings  # noqa: E402
+from medqa_scale.train.resume import (  # noqa: E402
+    checkpoint_step, last_complete_checkpoint, mark_finished, prepare_resume, prior_cost, run_key, scratch_dir)
+from medqa_scale.train.trainer import RegularisedTrainer, data_collator, encode_records, training_arguments  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +73,19 @@ def main() -> None:
     p = load_params()
     pin_device(p["device"])  # before anything touches CUDA
     precision = resolve_precision(p["precision"])
-    check_fits(p, method, precision)  # now, not out of memory an hour in
-    scratch = scratch_dir(CHECKPOINTS, name, run_key(files.inputs, training_settings(p, method, precision, seed)))
+    args = method_args(p["train"]["args"], p["train"]["method_args"][method])
+    check_fits(p, method, args, precision)  # now, not out of memory an hour in
+    settings = training_settings(p, args, precision, seed)
+    scratch = scratch_dir(CHECKPOINTS, name, run_key(files.inputs, settings))
     if "LOCAL_RANK" not in os.environ:  # the launching process, not a torchrun worker
         remove_stale(*files.outputs)
         prepare_resume(scratch, name)
         if p["train"]["num_processes"] > 1:
             return launch_workers(name, p["train"]["num_processes"])
-    train(p, method, seed, precision, files, scratch)
+    train(p, method, args, seed, precision, files, scratch)
 
 
-def check_fits(p: dict, method: str, precision: str) -> None:
+def check_fits(p: dict, method: str, args: dict, precision: str) -> None:
     """Stop before anything loads when the run cannot fit the card params `hardware` names or,
     on a GPU, this GPU's free memory: the estimate and advice of check_params and the doctor."""
     budgets = [(int(gb * GiB), f"the card of hardware={p['hardware']['preset'] or f'{gb} GB'}")
@@ -78,8 +94,13 @@ def check_fits(p: dict, method: str, precision: str) -> None:
         import torch
 
         budgets.append((torch.cuda.mem_get_info()[0], "this GPU's free memory"))
+    if not budgets:
+        return
+    pre = p["preprocess"]
+    settings = run_settings(method, args, precision, max_source_len=pre["max_source_len"], max_target_len=pre["max_target_len"],
+                            lora_r=p["lora"]["r"], lora_targets=p["lora"]["target_modules"])
     for free, where in budgets:
-        problem = run_problem(read_json(BASE / "config.json"), run_settings(p, method, precision), free, model_name(p), where)
+        problem = run_problem(read_json(BASE / "config.json"), settings, free, model_name(p["model"]), where)
         if problem:
             raise PipelineError(problem)
 
@@ -95,26 +116,12 @@ class Files:
         self.outputs = [self.adapter, self.curves, self.metrics, self.runinfo]
 
 
-def training_settings(p: dict, method: str, precision: str, seed: int) -> dict:
+def training_settings(p: dict, args: dict, precision: str, seed: int) -> dict:
     """Every param that changes the trained weights (and so the checkpoints' key)."""
     return {"seed": seed, "precision": precision, "trust_remote_code": p["model"]["trust_remote_code"],
             "lora": p["lora"], "lr": p["train"]["lr"], "kl_beta": p["train"]["kl_beta"],
             "padding_free": p["train"]["padding_free"], "num_processes": p["train"]["num_processes"],
-            "args": method_args(p, method)}
-
-
-def prepare_resume(scratch: Path, name: str) -> None:
-    """Delete partly saved checkpoints and the step log past the last complete one; say where
-    the run resumes. A run that finished (its outputs asked for again) starts over."""
-    if (scratch / FINISHED).exists():
-        shutil.rmtree(scratch)
-    resume = last_complete_checkpoint(scratch, clean=True)
-    if resume:
-        step = checkpoint_step(resume)
-        log.info("resuming %s from step %d (%s)", name, step, resume)
-        truncate_steps_log(scratch / "steps.jsonl", step)
-    else:
-        (scratch / "steps.jsonl").unlink(missing_ok=True)
+            "args": args}
 
 
 def launch_workers(name: str, n: int) -> None:
@@ -124,7 +131,7 @@ def launch_workers(name: str, n: int) -> None:
         raise PipelineError(f"train@{name}: a worker failed; its message is above")
 
 
-def train(p: dict, method: str, seed: int, precision: str, files: Files, scratch: Path) -> None:
+def train(p: dict, method: str, args: dict, seed: int, precision: str, files: Files, scratch: Path) -> None:
     from transformers import AutoTokenizer, set_seed
 
     set_seed(seed)
@@ -135,14 +142,15 @@ def train(p: dict, method: str, seed: int, precision: str, files: Files, scratch
     resume = last_complete_checkpoint(scratch)
     steps_log = scratch / "steps.jsonl"
     memory = PeakMemory().start()  # after the model loaded: on CPU, growth over the loaded model
-    meter = CostMeter(steps_log, memory, prior=read_json(resume / COST) if resume else None)
+    meter = CostMeter(steps_log, memory, prior=prior_cost(resume))
     trainer = RegularisedTrainer(
         model=model,
-        args=training_arguments(p, method, precision, scratch, seed),
+        args=training_arguments(args, lr=p["train"]["lr"], seed=seed, precision=precision, output_dir=scratch,
+                                padding_free=p["train"]["padding_free"], num_processes=p["train"]["num_processes"]),
         train_dataset=train_set,
         eval_dataset=dev_set,
         data_collator=data_collator(tokenizer, p["train"]["padding_free"]),
-        callbacks=[meter, *tensorboard(p, scratch)],
+        callbacks=[meter, *tensorboard(p["train"]["tensorboard"], scratch)],
         kl_beta=p["train"]["kl_beta"],
     )
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -162,7 +170,7 @@ def train(p: dict, method: str, seed: int, precision: str, files: Files, scratch
     write_json(files.runinfo, {"environment": environment(), "precision": precision, "device": device(),
                                "revisions": revisions(BASE, files.train, files.dev),
                                "training_arguments": trainer.args.to_dict()})
-    write_json(scratch / FINISHED, {"adapter": str(files.adapter)})  # kept to inspect; the next run starts over
+    mark_finished(scratch, files.adapter)
     log.info("%s: best eval loss %.4f at step %s; %.1f s training, %.1f s eval, %.1f s saving, %.0f tokens/s",
              files.name, metrics["best_eval_loss"], metrics["best_step"], metrics["train_runtime_s"],
              metrics["eval_runtime_s"], metrics["save_runtime_s"], metrics["tokens_per_second"])
@@ -173,12 +181,13 @@ def load_model(p: dict, method: str, precision: str):
     quantization = read_json(Path("data/params") / f"quantization-{method}.json")
     model = load_base_model(BASE, quantization=quantization, precision=precision,
                             trust_remote_code=p["model"]["trust_remote_code"])
+    args = method_args(p["train"]["args"], p["train"]["method_args"][method])
     return add_trainable_adapter(model, p["lora"], quantized=quantization is not None,
-                                 gradient_checkpointing=method_args(p, method)["activation_checkpointing"])
+                                 gradient_checkpointing=args["activation_checkpointing"])
 
 
-def tensorboard(p: dict, scratch: Path) -> list:
-    if not p["train"]["tensorboard"]:
+def tensorboard(enabled: bool, scratch: Path) -> list:
+    if not enabled:
         return []
     from torch.utils.tensorboard import SummaryWriter
     from transformers.integrations import TensorBoardCallback

@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny saved base model, and (from hub_standin) the local hub stand-in."""
+"""Shared fixtures: a tiny saved base model; from tests/support/, the local hub stand-in and the
+small DVC run of the whole DAG. Every test that uses that DVC run is marked slow."""
 
 from __future__ import annotations
 
@@ -30,5 +31,12 @@ def tiny_base(tmp_path_factory) -> Path:
     return out
 
 
-from hub_standin import file_server, hub_env, served_repo  # noqa: E402,F401  (local stand-ins for the hub and a web server)
-from dvc_repo import first_run, repo  # noqa: E402,F401  (one small DVC run of the whole DAG, shared)
+from support.hub_standin import file_server, hub_env, served_repo  # noqa: E402,F401  (local stand-ins for the hub and a web server)
+from support.dvc_repo import first_run, repo  # noqa: E402,F401  (one small DVC run of the whole DAG, shared)
+
+
+def pytest_collection_modifyitems(items):
+    # A test on the shared DVC run is end to end, whichever file holds it: out of the fast tier.
+    for item in items:
+        if {"repo", "first_run"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

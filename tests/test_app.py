@@ -1,4 +1,4 @@
-"""The web page (python -m medqa_scale.app), started as the README says on the small DVC run that
+"""The web page (python -m medqa_scale.apps.app), started as the README says on the small DVC run that
 test_pipeline shares, and driven in a real headless browser (Playwright with Chromium; .ci/run
 installs Debian's chromium), through its API (gradio_client), and under 20 concurrent asks.
 
@@ -18,14 +18,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from dvc_repo import RUNS, dvc_env
-from local import free_port, launch_chromium
-from test_chat import build_workspace, expected_answers
+from support.dvc_repo import RUNS, dvc_env
+from support.local import free_port, launch_chromium
+from support.workspace import build_workspace, expected_answers
+
+pytestmark = pytest.mark.slow  # the web page in a real browser, and under load
 
 ROOT = Path(__file__).resolve().parents[1]
 ASK_RUNS = ["base", "base-4bit", *RUNS]  # as the page lists them
 class App:
-    """`python -m medqa_scale.app` running in `workspace`, stopped on close."""
+    """`python -m medqa_scale.apps.app` running in `workspace`, stopped on close."""
 
     def __init__(self, workspace: Path, log: Path):
         self.port = free_port()
@@ -33,7 +35,7 @@ class App:
         self.log = log
         code = workspace if (workspace / "medqa_scale").is_dir() else ROOT  # the repository copy's own code
         env = {**dvc_env(), "PYTHONPATH": str(code)}
-        self.proc = subprocess.Popen([sys.executable, "-m", "medqa_scale.app", "--port", str(self.port)], cwd=workspace,
+        self.proc = subprocess.Popen([sys.executable, "-m", "medqa_scale.apps.app", "--port", str(self.port)], cwd=workspace,
                                      env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
@@ -79,7 +81,7 @@ def predictions(repo: Path, run: str) -> dict[str, str]:
 
 
 def max_new_tokens(repo: Path) -> int:
-    from medqa_scale.params import read_yaml
+    from medqa_scale.core.params import read_yaml
 
     return read_yaml(repo / "params.yaml")["evaluate"]["max_new_tokens"]
 
@@ -162,18 +164,21 @@ def test_runs_without_adapters_or_answers_show_notes_and_the_page_keeps_working(
             assert r.status == 200
     finally:
         app.close()
-    from medqa_scale import app as page
-    from medqa_scale.browse import runs_of
-    from medqa_scale.params import read_yaml
+    from medqa_scale.apps import app as page
+    from medqa_scale.serve.browse import runs_of
+    from medqa_scale.core.params import read_yaml
 
-    shown = dict(zip(runs_of(read_yaml(unfinished / "params.yaml")), answers, strict=True))
+    p = read_yaml(unfinished / "params.yaml")
+    shown = dict(zip(runs_of(p["methods"], p["split"]["scales"], p["train"]["seeds"]), answers, strict=True))
     assert status.startswith("Done")
     for run in ("base", "base-4bit"):  # max_new_tokens 6, as expected_answers generates
         assert shown[run] == expected_answers(unfinished, run, ["感冒了怎么办？"])[0]
     assert shown["lora-1k-42"].startswith("Not available: models/adapters/lora-1k-42 holds no adapter: run "
                                           "`dvc repro train@lora-1k-42`")
     monkeypatch.chdir(unfinished)
-    view = page.load_view(page.Snapshot(None))
+    from medqa_scale.serve.experiments import Snapshot, load_view
+
+    view = load_view(Snapshot(None))
     assert view.answers.empty and view.results is None and view.figures == {}
     assert "`lora-2k-42`: no answers yet; run `dvc repro evaluate@lora-2k-42`" in view.missing
     assert "`base`: no answers yet; run `dvc repro evaluate_base`" in view.missing
@@ -182,7 +187,7 @@ def test_runs_without_adapters_or_answers_show_notes_and_the_page_keeps_working(
 
 
 def test_the_app_binds_to_this_machine_only_by_default():
-    from medqa_scale import app as page
+    from medqa_scale.apps import app as page
 
     assert page.parse_args([]).host == "127.0.0.1"
     assert page.parse_args(["--host", "0.0.0.0", "--port", "8080"]).port == 8080

@@ -1,4 +1,4 @@
-"""medqa_scale.browse: the web page's test-set views as pure functions of predictions and scores.
+"""medqa_scale.serve.browse: the web page's test-set views as pure functions of predictions and scores.
 
 Run: python -m pytest tests/test_browse.py -q
 """
@@ -8,9 +8,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from medqa_scale.browse import (answers_table, filter_answers, item, largest_difference, runs_of, scale_losses,
+from medqa_scale.serve.browse import (answers_table, filter_answers, item, largest_difference, runs_of, scale_losses,
                                 with_interval)
-from medqa_scale.metrics import bleu_from_stats, per_sample_scores
+from medqa_scale.evaluate.metrics import bleu_from_stats, per_sample_scores
 
 REFERENCES = {"q1": "多喝水，注意休息。", "q2": "建议到消化内科就诊。", "q3": "按时服用降压药。"}
 QUESTIONS = {"q1": "感冒了怎么办？", "q2": "胃痛怎么办？", "q3": "高血压吃什么药？"}
@@ -36,7 +36,7 @@ def answers() -> pd.DataFrame:
 
 def test_runs_of_params_lists_the_references_then_every_method_scale_and_seed():
     params = {"methods": ["lora", "qlora"], "split": {"scales": ["1k", "2k"]}, "train": {"seeds": [42, 7]}}
-    assert runs_of(params) == ["base", "base-4bit", "lora-1k-42", "lora-1k-7", "lora-2k-42", "lora-2k-7",
+    assert runs_of(params["methods"], params["split"]["scales"], params["train"]["seeds"]) == ["base", "base-4bit", "lora-1k-42", "lora-1k-7", "lora-2k-42", "lora-2k-7",
                                "qlora-1k-42", "qlora-1k-7", "qlora-2k-42", "qlora-2k-7"]
 
 

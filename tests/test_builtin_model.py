@@ -6,8 +6,8 @@ import hashlib
 import math
 from pathlib import Path
 
-from hub_standin import TINY_ARCH, read_tree
-from medqa_scale import hub
+from support.hub_standin import TINY_ARCH, read_tree
+from medqa_scale.core import hub
 from medqa_scale.builtin import corpus
 from medqa_scale.builtin import model as builtin_model
 

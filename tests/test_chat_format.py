@@ -1,4 +1,4 @@
-"""Tests of medqa_scale.chat_format: the chat for a record, the prompt ids and the answer-only loss mask.
+"""Tests of medqa_scale.model.chat_format: the chat for a record, the prompt ids and the answer-only loss mask.
 
 The tokenizer is the embedded default's byte-level BPE, trained here on a small slice of the
 synthetic corpus (offline, a few seconds). Run: python -m pytest -q tests/test_chat_format.py
@@ -11,7 +11,7 @@ import pytest
 from medqa_scale.builtin import corpus
 from medqa_scale.builtin.corpus import generate_pairs
 from medqa_scale.builtin.model import CHAT_TEMPLATE, build_tokenizer
-from medqa_scale.chat_format import IGNORE_INDEX, encode_example, prompt_ids, to_messages
+from medqa_scale.model.chat_format import IGNORE_INDEX, encode_example, prompt_ids, to_messages
 
 SYSTEM = "你是一名医学助手。"
 
@@ -119,7 +119,7 @@ def test_history_turns_come_before_the_question_and_stay_out_of_the_loss(tokeniz
 
 def test_encode_examples_in_a_batch_equals_encode_example_one_by_one(tokenizer):
     from medqa_scale.builtin.corpus import generate_pairs
-    from medqa_scale.chat_format import encode_examples
+    from medqa_scale.model.chat_format import encode_examples
 
     chats = [to_messages(r["question"], r["answer"], SYSTEM, history=[("你好", "请讲。")] if i % 3 else ())
              for i, r in enumerate(generate_pairs(60, seed=4))]
@@ -142,7 +142,7 @@ THINKING_TEMPLATE = (
 def test_template_kwargs_reach_the_template_in_prompts_and_training_examples(tokenizer, record):
     import copy
 
-    from medqa_scale.chat_format import encode_examples
+    from medqa_scale.model.chat_format import encode_examples
 
     qwen3 = copy.deepcopy(tokenizer)  # with the Qwen3-like template; the fixture untouched
     qwen3.chat_template = THINKING_TEMPLATE

@@ -1,4 +1,4 @@
-"""medqa_scale.cleaning: whitespace, safe NFKC, HTML remnants, personal data, length limits.
+"""medqa_scale.data.cleaning: whitespace, safe NFKC, HTML remnants, personal data, length limits.
 
 Run: python -m pytest tests/test_cleaning.py -q
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from medqa_scale.cleaning import clean_text, length_problem, mask_pii, safe_nfkc
+from medqa_scale.data.cleaning import clean_text, length_problem, mask_pii, safe_nfkc
 
 
 @pytest.mark.parametrize("raw,clean", [

@@ -1,4 +1,4 @@
-"""medqa_scale.cli: a PipelineError becomes one logged message and exit status 2.
+"""medqa_scale.core.cli: a PipelineError becomes one logged message and exit status 2.
 
 Run: python -m pytest tests/test_cli.py -q
 """
@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from medqa_scale.cli import PipelineError, run
+from medqa_scale.core.cli import PipelineError, run
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
@@ -36,7 +36,7 @@ def test_a_successful_main_returns_and_other_errors_are_not_hidden():
 
 
 def test_the_message_is_printed_without_a_traceback():
-    code = ("from medqa_scale.cli import PipelineError, run\n"
+    code = ("from medqa_scale.core.cli import PipelineError, run\n"
             "def main():\n    raise PipelineError('seed: must be >= 0, got -1')\n"
             "run(main)\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
@@ -49,7 +49,7 @@ def test_the_bitsandbytes_cpu_kernel_notice_is_dropped_and_other_warnings_are_no
     record is sent through its logger as bitsandbytes sends it."""
     import logging
 
-    import medqa_scale.cli  # noqa: F401  (installs the filter)
+    import medqa_scale.core.cli  # noqa: F401  (installs the filter)
 
     logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
     handler = logging.StreamHandler()
@@ -66,7 +66,7 @@ def test_the_bitsandbytes_cpu_kernel_notice_is_dropped_and_other_warnings_are_no
 def test_library_deprecations_that_are_not_ours_are_filtered_and_ours_still_show():
     import warnings
 
-    from medqa_scale.cli import configure_logging
+    from medqa_scale.core.cli import configure_logging
 
     configure_logging()
     with warnings.catch_warnings(record=True) as caught:

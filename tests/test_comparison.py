@@ -1,4 +1,4 @@
-"""medqa_scale.comparison: setups over seeds and questions, paired comparisons and the verdict.
+"""medqa_scale.evaluate.comparison: setups over seeds and questions, paired comparisons and the verdict.
 
 Run: python -m pytest -q tests/test_comparison.py
 """
@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medqa_scale.comparison import (check_same_questions, compare, comparisons, setups, summary_row, verdict)
-from medqa_scale.metrics import per_sample_scores
+from medqa_scale.evaluate.comparison import (check_same_questions, compare, comparisons, setups, summary_row, verdict)
+from medqa_scale.evaluate.metrics import per_sample_scores
 
 REFS = ["头痛应多休息睡觉", "发热要去医院", "咳嗽要多喝温水", "腹泻需要补液盐", "失眠应规律作息", "胃痛要清淡饮食"] * 5
 POOR = ["头痛要多休息", "发热请就医吃药", "咳嗽多喝水", "腹泻要补液", "失眠少喝咖啡", "胃痛少吃辣"] * 5

@@ -1,11 +1,11 @@
-"""medqa_scale.datacard: the length table, its per-source summary and the figure.
+"""medqa_scale.data.datacard: the length table, its per-source summary and the figure.
 
 Run: python -m pytest tests/test_datacard.py -q
 """
 
 from __future__ import annotations
 
-from medqa_scale.datacard import length_table, plot_data_card, summary
+from medqa_scale.data.datacard import length_table, plot_data_card, summary
 
 
 def records():

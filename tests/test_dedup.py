@@ -1,11 +1,11 @@
-"""medqa_scale.dedup: exact and near duplicates, and leaks of held-out items into training data.
+"""medqa_scale.data.dedup: exact and near duplicates, and leaks of held-out items into training data.
 
 Run: python -m pytest tests/test_dedup.py -q
 """
 
 from __future__ import annotations
 
-from medqa_scale.dedup import deduplicate, fingerprint, leaks, left_out, reason_counts, shingles
+from medqa_scale.data.dedup import deduplicate, fingerprint, leaks, left_out, reason_counts, shingles
 
 BASE_ANSWER = "高血压患者应当低盐饮食，控制体重，规律测量血压，按时服用降压药物，不能自行停药，定期复查。"
 
@@ -61,7 +61,7 @@ def test_signatures_are_datasketchs_affine32_minhash_with_our_3gram_hash():
     import numpy as np
     from datasketch import MinHash
 
-    from medqa_scale.dedup import packed_shingles, shingle_hash, signatures
+    from medqa_scale.data.dedup import packed_shingles, shingle_hash, signatures
 
     texts = ["高血压患者应当低盐饮食，控制体重", "头痛", "ＣＴ", "", "头痛怎么办？头痛怎么办？", BASE_ANSWER]
     got = signatures(texts, num_perm=32, seed=7)

@@ -1,4 +1,4 @@
-"""medqa_scale.doctor: the training-memory estimate for Qwen2.5-3B-Instruct on simulated T4 and
+"""medqa_scale.apps.doctor: the training-memory estimate for Qwen2.5-3B-Instruct on simulated T4 and
 H100 cards, the advice for a run that does not fit, the requirements check, and the command itself
 run as a user would, on a copy of params.yaml with the study's settings.
 
@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from medqa_scale.doctor import check_packages, main, package_problems, training_precision
-from medqa_scale.memory import (FIT_FRACTION, GiB, advise, estimate_training_memory, lora_parameter_count,
+from medqa_scale.apps.doctor import check_packages, main, package_problems, training_precision
+from medqa_scale.train.memory import (FIT_FRACTION, GiB, advise, estimate_training_memory, lora_parameter_count,
                                 parameter_counts)
-from medqa_scale.params import read_yaml
+from medqa_scale.core.params import read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 QWEN = read_yaml(ROOT / "conf/model/qwen2.5-3b.yaml")["model"]["arch"]  # the study's model, from its preset
@@ -172,7 +172,7 @@ def study_workspace(tmp: Path) -> Path:
 def test_the_command_fails_lora_on_a_t4_and_prints_the_advice(tmp_path):
     workspace = study_workspace(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "medqa_scale.doctor", "--gpu-memory-gb", "16", "--no-bf16",
+    proc = subprocess.run([sys.executable, "-m", "medqa_scale.apps.doctor", "--gpu-memory-gb", "16", "--no-bf16",
                            "--method", "lora", "--disk-free-gb", "100", "--skip-params-check"],
                           cwd=workspace, env=env, capture_output=True, text=True, timeout=300)
     out = proc.stdout + proc.stderr

@@ -1,4 +1,4 @@
-"""Tests of medqa_scale.durable: an output is the old one or the complete new one, never half of
+"""Tests of medqa_scale.core.durable: an output is the old one or the complete new one, never half of
 one, even when the writer is killed; remove_stale() cleans up after a killed run.
 
 One test starts a Python subprocess and SIGKILLs it mid-write (POSIX only, about a second).
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from medqa_scale import durable
-from medqa_scale.durable import (atomic_path, read_json, read_jsonl, remove_stale, write_json,
+from medqa_scale.core import durable
+from medqa_scale.core.durable import (atomic_path, read_json, read_jsonl, remove_stale, write_json,
                                  write_jsonl)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -158,7 +158,7 @@ def test_remove_stale_of_an_output_whose_directory_does_not_exist(tmp_path):
 KILLED_WRITER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from medqa_scale.durable import atomic_path
+    from medqa_scale.core.durable import atomic_path
 
     with atomic_path(Path(sys.argv[1]), directory=True) as tmp:
         (tmp / "new.txt").write_text("new", encoding="utf-8")

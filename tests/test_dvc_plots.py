@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from dvc_repo import REFERENCES, RUNS, back_to_first_run, dvc
-from local import launch_chromium
+from support.dvc_repo import REFERENCES, RUNS, back_to_first_run, dvc
+from support.local import launch_chromium
+
+pytestmark = pytest.mark.slow  # DVC plots in a real browser
 
 LOSS_PLOTS = {"train_loss": "train_loss", "eval_loss": "eval_loss"}
 SCALE_PLOTS = {"rouge_l": "rouge-l", "bleu": "bleu"}

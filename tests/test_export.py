@@ -1,4 +1,4 @@
-"""medqa_scale.export: a run's adapter merged into full-precision weights (the de-quantised base for
+"""medqa_scale.apps.export: a run's adapter merged into full-precision weights (the de-quantised base for
 QLoRA), loadable without peft or bitsandbytes, answering as the run's model does; a failed check
 or a refused DIR leaves nothing written.
 
@@ -14,11 +14,11 @@ from pathlib import Path
 import bitsandbytes as bnb
 import pytest
 import torch
-from test_chat import build_workspace, command, small_params  # the same workspace as the chat tests
+from support.workspace import build_workspace, command, small_params  # the same workspace as the chat tests
 
-from medqa_scale.cli import PipelineError
-from medqa_scale.generation import generate_answers
-from medqa_scale.modeling import load_base_model, load_run_model
+from medqa_scale.core.cli import PipelineError
+from medqa_scale.evaluate.generation import generate_answers, generation_config
+from medqa_scale.model.loading import load_base_model, load_run_model
 
 RUNS = {"lora": "lora-64-42", "qlora": "qlora-64-42"}
 UNTOUCHED = "model.layers.0.mlp.up_proj.weight"  # a 4-bit layer that lora.target_modules leaves alone
@@ -28,7 +28,7 @@ UNTOUCHED = "model.layers.0.mlp.up_proj.weight"  # a 4-bit layer that lora.targe
 def exported(tmp_path_factory, tiny_base) -> Path:
     ws = build_workspace(tmp_path_factory.mktemp("export"), tiny_base)
     for run in RUNS.values():
-        proc = command(ws, "medqa_scale.export", run, "--check", "3")
+        proc = command(ws, "medqa_scale.apps.export", run, "--check", "3")
         assert proc.returncode == 0, proc.stderr[-3000:]
     return ws
 
@@ -39,7 +39,7 @@ def answers(model, ws: Path) -> list[str]:
     e = small_params()["evaluate"]
     tokenizer = AutoTokenizer.from_pretrained(ws / "models/base", padding_side="left")
     chats = [json.loads(line)["messages"] for line in (ws / "data/split/test.jsonl").read_text().splitlines()]
-    return generate_answers(model, tokenizer, chats, 4, e["max_new_tokens"], e["generation"])[0]
+    return generate_answers(model, tokenizer, chats, 4, generation_config(tokenizer, e["generation"], e["max_new_tokens"]))[0]
 
 
 def files(directory: Path) -> dict[str, bytes]:
@@ -86,7 +86,7 @@ def test_qlora_merges_into_the_dequantised_base_and_lora_into_the_original(expor
 
 
 def test_a_failed_check_leaves_the_earlier_export_as_it_was(exported, monkeypatch):
-    from medqa_scale import export
+    from medqa_scale.apps import export
 
     def corrupted(*args, **kwargs):  # the real merge, then every weight moved: answers change
         model = merged_full_precision(*args, **kwargs)
@@ -108,13 +108,13 @@ def test_a_failed_check_leaves_the_earlier_export_as_it_was(exported, monkeypatc
 
 
 def test_export_refuses_the_bases_and_a_dir_that_is_not_an_export(exported):
-    proc = command(exported, "medqa_scale.export", "base-4bit")
+    proc = command(exported, "medqa_scale.apps.export", "base-4bit")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "base-4bit has no adapter to merge" in proc.stderr
 
     (exported / "notes").mkdir()
     (exported / "notes/keep.txt").write_text("mine")
-    proc = command(exported, "medqa_scale.export", "lora-64-42", "--out", "notes")
+    proc = command(exported, "medqa_scale.apps.export", "lora-64-42", "--out", "notes")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert re.search(r"notes exists and is not an earlier export", proc.stderr)
     assert files(exported / "notes") == {"keep.txt": b"mine"}

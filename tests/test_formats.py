@@ -1,4 +1,4 @@
-"""medqa_scale.formats: every container, encoding and record shape, from small fixture files this
+"""medqa_scale.data.formats: every container, encoding and record shape, from small fixture files this
 test writes itself; nothing that cannot be read is lost without a reason and a location.
 
 Run: python -m pytest tests/test_formats.py -q
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from medqa_scale.cli import PipelineError
-from medqa_scale.formats import ShapeError, decode, read_file, to_turns
+from medqa_scale.core.cli import PipelineError
+from medqa_scale.data.formats import ShapeError, decode, read_file, to_turns
 
 Q, A = "头痛三天了怎么办？", "建议多休息，持续不缓解请就医。"
 

@@ -1,4 +1,4 @@
-"""Tests for medqa_scale/hub.py, run offline against the local Hub stand-in in hub_standin.py."""
+"""Tests for medqa_scale/core/hub.py, run offline against the local Hub stand-in in hub_standin.py."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from urllib.parse import unquote
 import pytest
 import torch
 
-from hub_standin import assert_only_hub_api, hub_env, read_tree, save_tiny_model, served_repo  # noqa: F401
-from local import free_port
-from medqa_scale import hub
-from medqa_scale.cli import PipelineError
+from support.hub_standin import assert_only_hub_api, hub_env, read_tree, save_tiny_model, served_repo  # noqa: F401
+from support.local import free_port
+from medqa_scale.core import hub
+from medqa_scale.core.cli import PipelineError
 
 REPO_ID = "tiny-org/tiny-qwen"
 
@@ -261,7 +261,7 @@ def test_download_model_from_a_closed_port_prints_one_message_and_no_traceback(t
 
     from ruamel.yaml import YAML
 
-    from medqa_scale.params import read_yaml
+    from medqa_scale.core.params import read_yaml
 
     root = Path(__file__).resolve().parents[1]
     p = read_yaml(root / "params.yaml")

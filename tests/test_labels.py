@@ -1,11 +1,11 @@
-"""medqa_scale.labels: the ignored label is the one torch's cross-entropy skips by default.
+"""medqa_scale.model.labels: the ignored label is the one torch's cross-entropy skips by default.
 
 Run: python -m pytest tests/test_labels.py -q
 """
 
 import torch
 
-from medqa_scale.labels import IGNORE_INDEX
+from medqa_scale.model.labels import IGNORE_INDEX
 
 
 def test_ignore_index_is_torchs_default_and_the_loss_skips_it():

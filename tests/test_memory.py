@@ -1,4 +1,4 @@
-"""medqa_scale.memory: peak memory, fit and hours of a training run, from params and config.json
+"""medqa_scale.train.memory: peak memory, fit and hours of a training run, from params and config.json
 fields alone (the model presets' architectures; nothing is downloaded).
 
 Run: python -m pytest tests/test_memory.py -q
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from medqa_scale.memory import (GiB, LINEAR_MODULES, UTILISATION, card_problems, estimate_hours, estimate_training_memory,
-                                fit, lora_parameter_count, parameter_counts, run_settings, run_tokens,
+from medqa_scale.train.memory import (GiB, LINEAR_MODULES, UTILISATION, card_problems, estimate_hours, estimate_training_memory,
+                                fit, lora_parameter_count, parameter_counts, params_run_settings, run_tokens,
                                 training_flops_per_token)
-from medqa_scale.params import read_yaml
+from medqa_scale.core.params import read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
@@ -82,9 +82,9 @@ def study(**over) -> dict:
 
 
 def test_the_method_s_own_settings_win_over_the_shared_ones():
-    s = run_settings(study(), "qlora", "bf16")
+    s = params_run_settings(study(), "qlora", "bf16")
     assert (s["batch_size"], s["activation_checkpointing"], s["seq_len"], s["answer_len"]) == (8, True, 1024, 512)
-    assert run_settings(study(), "lora", "bf16")["activation_checkpointing"] is False
+    assert params_run_settings(study(), "lora", "bf16")["activation_checkpointing"] is False
 
 
 def test_an_impossible_card_is_named_with_the_change_that_fits():
@@ -100,9 +100,9 @@ def test_an_impossible_card_is_named_with_the_change_that_fits():
 
 
 def test_fit_advises_nothing_when_the_run_fits_and_checkpointing_first_when_not():
-    est, advice = fit(arch("qwen2.5-3b"), run_settings(study(), "lora", "bf16"), 80 * GiB)
+    est, advice = fit(arch("qwen2.5-3b"), params_run_settings(study(), "lora", "bf16"), 80 * GiB)
     assert advice == [] and est["total"] < 72 * GiB
-    _, advice = fit(arch("qwen2.5-3b"), run_settings(study(), "lora", "bf16"), 16 * GiB)
+    _, advice = fit(arch("qwen2.5-3b"), params_run_settings(study(), "lora", "bf16"), 16 * GiB)
     assert advice[0].startswith("set train.method_args.lora.activation_checkpointing: true")
 
 

@@ -1,4 +1,4 @@
-"""Tests of medqa_scale.metrics: jieba segmentation, ROUGE on Chinese text (against hand-computed
+"""Tests of medqa_scale.evaluate.metrics: jieba segmentation, ROUGE on Chinese text (against hand-computed
 values) and BLEU with sacrebleu's zh tokenizer, per-sample scores and bootstrap intervals. Run: python -m pytest -q tests/test_metrics.py
 """
 
@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from medqa_scale.metrics import (CHAR_BLEU, METRICS, bleu_from_stats, bleu_zh, bootstrap_indices, char_bleu4,
+from medqa_scale.evaluate.metrics import (CHAR_BLEU, METRICS, bleu_from_stats, bleu_zh, bootstrap_indices, char_bleu4,
                                  char_bleu4_per_sample, interval, paired_p_value, per_sample_scores, point_estimates,
                                  resampled, rouge_per_sample, rouge_zh, scores_matrix, segment)
 

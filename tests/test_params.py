@@ -1,4 +1,4 @@
-"""Tests of medqa_scale.params: reading params.yaml as DVC does (YAML 1.2), the read-only
+"""Tests of medqa_scale.core.params: reading params.yaml as DVC does (YAML 1.2), the read-only
 load_params, scale labels and run names. Checking the params is tested in test_validation.py.
 Run: python -m pytest -q tests/test_params.py
 """
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medqa_scale.cli import PipelineError
-from medqa_scale.params import (BASE_RUN, METHODS, PARAMS_FILE, load_params, parse_run, read_yaml,
+from medqa_scale.core.cli import PipelineError
+from medqa_scale.core.params import (BASE_RUN, METHODS, PARAMS_FILE, load_params, parse_run, read_yaml,
                                 run_method, run_name, scale_size, setup_name)
 
 REPO = Path(__file__).resolve().parents[1]

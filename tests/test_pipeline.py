@@ -3,7 +3,7 @@
 The repository's tracked files are copied into a fresh git repo, and DVC drives the stages as a
 user would: `dvc exp run -S ...` (Hydra composition, as the README shows), a second run that
 must do nothing, an edited validation rule that must rerun nothing but the check, a QLoRA knob
-that must rerun only the QLoRA side, an lr change that must rerun exactly the training side, and
+that must invalidate only the QLoRA side (asked of `dvc status --json`), an lr change that must rerun exactly the training side, and
 bad params that must stop the run before any model loads, with one message.
 
 Run: python -m pytest tests/test_pipeline.py -q   (about 4 minutes on 2 CPU cores)
@@ -17,10 +17,14 @@ import subprocess
 import sys
 
 import pytest
+from ruamel.yaml import YAML
 from safetensors.torch import load_file
+from support.dvc_repo import (REFERENCES, RUNS, SCALES, assert_ran, assert_ran_between, back_to_first_run, dvc, dvc_env,
+                              exp_run, stages_of)
 
-from dvc_repo import (REFERENCES, RUNS, SCALES, assert_ran, assert_ran_between, back_to_first_run, dvc, dvc_env,
-                      exp_run, stages_of)
+from medqa_scale.core.params import read_yaml
+
+pytestmark = pytest.mark.slow  # end-to-end DVC runs
 
 
 def test_first_run_produces_every_output(repo, first_run):
@@ -60,7 +64,7 @@ def test_first_run_produces_every_output(repo, first_run):
 
 
 def test_reported_scores_match_an_independent_recomputation_from_the_answers(repo, first_run):
-    # Straight from the libraries, not through medqa_scale.metrics: jieba + rouge-chinese per answer
+    # Straight from the libraries, not through medqa_scale.evaluate.metrics: jieba + rouge-chinese per answer
     # (an empty answer scores 0), the mean over all answers; sacrebleu's corpus BLEU, tokenize zh.
     import jieba
     import sacrebleu
@@ -141,7 +145,7 @@ def test_a_changed_file_under_data_external_reruns_download_data(repo, first_run
 
 
 def test_editing_a_validation_rule_reruns_only_the_check(repo, first_run):
-    validation = repo / "medqa_scale/validation.py"
+    validation = repo / "medqa_scale/core/validation.py"
     original = validation.read_text(encoding="utf-8")
     edited = original.replace("vocab_size: int = Field(ge=300)", "vocab_size: int = Field(ge=200)")
     assert edited != original
@@ -157,12 +161,27 @@ def test_editing_a_validation_rule_reruns_only_the_check(repo, first_run):
 
 
 def test_a_qlora_knob_reruns_only_the_qlora_side(repo, first_run):
+    # Asked of `dvc status` (what the edit invalidates) rather than rerun: the lr experiment below
+    # is the real rerun of a params change. The check runs first: its quantization file is what
+    # the QLoRA stages depend on.
     back_to_first_run(repo, first_run)
-    out = exp_run(repo, "quantization.bnb_4bit_use_double_quant=false")
-    qlora = [r for r in RUNS if r.startswith("qlora-")]
-    # The 4-bit base is loaded with the knob too.
-    assert_ran_between(out, {f"{s}@{r}" for r in qlora for s in ("train", "generate")} | {"check_params", "generate_base_4bit"},
-                       {f"evaluate@{r}" for r in qlora} | {"evaluate_base_4bit", "summarize"})
+    params_file = repo / "params.yaml"
+    original = params_file.read_text(encoding="utf-8")
+    p = read_yaml(params_file)
+    p["quantization"]["bnb_4bit_use_double_quant"] = not p["quantization"]["bnb_4bit_use_double_quant"]
+    with open(params_file, "w", encoding="utf-8") as f:
+        YAML(typ="safe", pure=True).dump(p, f)
+    try:
+        assert set(json.loads(dvc(repo, "status", "--json").stdout)) == {"check_params"}
+        assert_ran(dvc(repo, "repro", "check_params"), {"check_params"})
+        qlora = [r for r in RUNS if r.startswith("qlora-")]
+        # The 4-bit base is loaded with the knob too; scoring reruns only if the answers change.
+        assert set(json.loads(dvc(repo, "status", "--json").stdout)) == \
+            {f"{s}@{r}" for r in qlora for s in ("train", "generate")} | {"generate_base_4bit"}
+    finally:
+        params_file.write_text(original, encoding="utf-8")
+    dvc(repo, "repro", "check_params")  # back from DVC's run cache
+    assert json.loads(dvc(repo, "status", "--json").stdout) == {}
 
 
 def test_lr_change_reruns_exactly_the_training_side(repo, first_run):
@@ -202,7 +221,7 @@ def test_lr_change_reruns_exactly_the_training_side(repo, first_run):
 
 def test_editing_the_metrics_code_rescores_without_regenerating(repo, first_run):
     back_to_first_run(repo, first_run)
-    metrics = repo / "medqa_scale/metrics.py"
+    metrics = repo / "medqa_scale/evaluate/metrics.py"
     original = metrics.read_text(encoding="utf-8")
     metrics.write_text(original.replace("ROUGE_KEYS = (", "# an edit to the metrics code\nROUGE_KEYS = ("), encoding="utf-8")
     try:

@@ -1,4 +1,4 @@
-"""medqa_scale.plots: the three summary figures are PNGs, the same bytes for the same table.
+"""medqa_scale.evaluate.plots: the three summary figures are PNGs, the same bytes for the same table.
 
 Run: python -m pytest tests/test_plots.py -q
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from medqa_scale.plots import plot_loss_curves, plot_method_comparison, plot_scale_comparison
+from medqa_scale.evaluate.plots import plot_loss_curves, plot_method_comparison, plot_scale_comparison
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -1,4 +1,4 @@
-"""medqa_scale.preprocessing: cleaned chats with token counts; every record left out counted by reason.
+"""medqa_scale.data.preprocessing: cleaned chats with token counts; every record left out counted by reason.
 
 Run: python -m pytest tests/test_preprocessing.py -q
 """
@@ -9,9 +9,9 @@ import copy
 
 import pytest
 
-from medqa_scale.dedup import reason_counts
-from medqa_scale.chat_format import IGNORE_INDEX, encode_example, to_messages
-from medqa_scale.preprocessing import clean_records, preprocess_records
+from medqa_scale.data.dedup import reason_counts
+from medqa_scale.model.chat_format import IGNORE_INDEX, encode_example, to_messages
+from medqa_scale.data.preprocessing import clean_records, preprocess_records
 
 SYSTEM = "你是一名医学助手。"
 P = {"system_prompt": SYSTEM, "max_source_len": 512, "max_target_len": 512, "min_question_chars": 2,

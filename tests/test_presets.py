@@ -1,6 +1,6 @@
 """The presets of conf/: every hardware x model preset and method composes as `dvc exp run -S`
 composes it and passes the params check; the hardware presets keep the study's effective batch;
-the README's table is the one the code prints.
+docs/presets.md's table is the one the code prints.
 
 Run: python -m pytest tests/test_presets.py -q
 """
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from medqa_scale.memory import card_problems, run_settings
-from medqa_scale.params import read_yaml
-from medqa_scale.presets import TABLE_END, TABLE_START, compose, gpu_presets, names, presets_markdown
-from medqa_scale.validation import validate
+from medqa_scale.train.memory import card_problems, params_run_settings
+from medqa_scale.core.params import read_yaml
+from medqa_scale.train.presets import TABLE_END, TABLE_START, compose, gpu_presets, names, presets_markdown
+from medqa_scale.core.validation import validate
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -50,7 +50,7 @@ def test_the_study_without_presets_is_the_3b_preset_on_the_80_gb_card():
     for key in ("repo_id", "revision", "arch"):
         assert plain["model"][key] == preset["model"][key], key
     for method in ("lora", "qlora"):
-        assert run_settings(plain, method, "bf16") == run_settings(preset, method, "bf16"), method
+        assert params_run_settings(plain, method, "bf16") == params_run_settings(preset, method, "bf16"), method
         assert plain["train"]["method_args"][method]["gradient_accumulation_steps"] == \
             preset["train"]["method_args"][method]["gradient_accumulation_steps"]
     assert plain["hardware"]["gpu_memory_gb"] is None and card_problems(plain) == []  # no card: nothing to check
@@ -79,7 +79,7 @@ def test_the_impossible_combination_of_the_issue_names_its_fix():
     assert problem.endswith("fits") and "lower preprocess.max_source_len and max_target_len to 256 each" in problem
 
 
-def test_the_readme_table_is_the_one_the_code_prints():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+def test_the_presets_page_table_is_the_one_the_code_prints():
+    readme = (ROOT / "docs/presets.md").read_text(encoding="utf-8")
     start, end = readme.index(TABLE_START), readme.index(TABLE_END) + len(TABLE_END)
-    assert readme[start:end] == presets_markdown(CONF), "run `python -m medqa_scale.doctor --presets-table` into the README"
+    assert readme[start:end] == presets_markdown(CONF), "run `python -m medqa_scale.apps.doctor --presets-table` into docs/presets.md"

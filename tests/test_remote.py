@@ -21,7 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from dvc_repo import RUNS, SMALL, assert_ran, back_to_first_run, dvc, dvc_env, git
+from support.dvc_repo import RUNS, SMALL, assert_ran, back_to_first_run, dvc, dvc_env, git
+
+pytestmark = pytest.mark.slow  # DVC remotes, clones and queued workers
 
 BUCKET = "medqa-dvc"
 # Made at run time: the repository under test holds this file, so a literal would be found in it.
@@ -203,7 +205,7 @@ def test_two_queued_experiments_run_with_two_workers(repo, first_run):
         assert all(metrics[f"metrics/evaluate/{r}.json"]["interval"]["resamples"] == n for r in RUNS), n
         assert {"rouge-l", "bleu", "interval"} <= set(metrics["metrics/evaluate/lora-400-42.json"])
     # One table across the sweep, with the param that differs as a column.
-    proc = subprocess.run([sys.executable, "-m", "medqa_scale.sweep"], cwd=repo, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "medqa_scale.apps.sweep"], cwd=repo, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     import pandas as pd
 

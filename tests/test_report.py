@@ -1,4 +1,4 @@
-"""medqa_scale.report: the page that answers the study's question.
+"""medqa_scale.evaluate.report: the page that answers the study's question.
 
 Run: python -m pytest -q tests/test_report.py
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from medqa_scale.report import report_markdown
+from medqa_scale.evaluate.report import report_markdown
 
 METRICS = ("rouge-1", "rouge-2", "rouge-l", "bleu", "char-bleu-4")
 

@@ -1,4 +1,4 @@
-"""medqa_scale.runinfo: what every run records about its libraries, hardware and inputs.
+"""medqa_scale.core.runinfo: what every run records about its libraries, hardware and inputs.
 
 Run: python -m pytest tests/test_runinfo.py -q
 """
@@ -9,7 +9,7 @@ import hashlib
 import json
 from importlib import metadata
 
-from medqa_scale.runinfo import LIBRARIES, environment, revisions
+from medqa_scale.core.runinfo import LIBRARIES, environment, revisions
 
 
 def test_environment_names_every_library_version_and_the_hardware():

@@ -1,4 +1,4 @@
-"""medqa_scale.serving: every run answering from one loaded base per precision, with the answers
+"""medqa_scale.serve.serving: every run answering from one loaded base per precision, with the answers
 the generate stage gives, and no more copies of the base however many runs there are.
 
 Run: python -m pytest tests/test_serving.py -q
@@ -14,11 +14,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_chat import build_workspace, expected_answers, small_params  # the same workspace as the chat tests
+from support.workspace import build_workspace, expected_answers, small_params  # the same workspace as the chat tests
 
 from medqa_scale.builtin.corpus import generate_pairs
-from medqa_scale.chat_format import to_messages
-from medqa_scale.serving import group_by_base, load_shared_models, stream_answer
+from medqa_scale.model.chat_format import to_messages
+from medqa_scale.evaluate.generation import generation_config
+from medqa_scale.serve.serving import group_by_base, load_shared_models, stream_answer
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ["base", "base-4bit", "lora-64-42", "qlora-64-42"]
@@ -51,14 +52,15 @@ def test_every_run_answers_as_the_generate_stage_answers(workspace, monkeypatch)
     shared = load_shared_models(workspace / "models/base", inputs(workspace, RUNS), precision="fp32",
                                 trust_remote_code=False)
     questions = [r["question"] for r in generate_pairs(3, seed=11)]
+    config = generation_config(shared.tokenizer, p["evaluate"]["generation"], p["evaluate"]["max_new_tokens"])
     for run in RUNS:
-        streamed = [list(stream_answer(shared, run, to_messages(q, None, p["preprocess"]["system_prompt"]),
-                                       p["evaluate"]["max_new_tokens"], p["evaluate"]["generation"])) for q in questions]
+        streamed = [list(stream_answer(shared, run, to_messages(q, None, p["preprocess"]["system_prompt"]), config))
+                    for q in questions]
         assert [s[-1] for s in streamed] == expected_answers(workspace, run, questions), run
         assert all(s[-1].startswith(s[0]) or not s[0] for s in streamed)  # the answer grows as it streams
     # The adapters are switched, not merged: the base and each run still differ after every switch.
     chat = to_messages(questions[0], None, p["preprocess"]["system_prompt"])
-    answers = {run: list(stream_answer(shared, run, chat, 6, {}))[-1] for run in RUNS}
+    answers = {run: list(stream_answer(shared, run, chat, generation_config(shared.tokenizer, {}, 6)))[-1] for run in RUNS}
     assert answers["base"] == expected_answers(workspace, "base", questions[:1])[0]
     assert answers["lora-64-42"] != answers["base"]
 
@@ -71,7 +73,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from medqa_scale.serving import load_shared_models
+from medqa_scale.serve.serving import load_shared_models
 
 runs = json.loads(sys.argv[1])
 shared = load_shared_models(Path("models/base"), {r: (Path(a) if a else None, q) for r, (a, q) in runs.items()},

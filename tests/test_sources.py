@@ -1,4 +1,4 @@
-"""medqa_scale.sources: every kind of data source, fetched for real from local stand-ins (a folder,
+"""medqa_scale.data.sources: every kind of data source, fetched for real from local stand-ins (a folder,
 a local HTTP server, the local hub stand-in), read whatever the format, every record traced to
 its file and line, every item left out reported.
 
@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from medqa_scale.cli import PipelineError
-from medqa_scale.params import read_yaml
-from medqa_scale.sources import read_source
+from medqa_scale.core.cli import PipelineError
+from medqa_scale.core.params import read_yaml
+from medqa_scale.data.sources import read_source
 
 ROOT = Path(__file__).resolve().parents[1]
 Q, A = "头痛三天了怎么办？", "建议多休息，持续不缓解请就医。"
@@ -188,7 +188,7 @@ def test_the_stage_stops_when_a_source_is_mostly_unreadable(tmp_path):
 
 
 def test_shares_subsample_to_the_largest_mix_the_sources_allow(tmp_path):
-    from medqa_scale.sources import apply_shares
+    from medqa_scale.data.sources import apply_shares
 
     a, b, c = (read_source({"builtin": n, "name": name}, tmp_path, seed=i)
                for i, (n, name) in enumerate(((100, "a"), (1000, "b"), (50, "c"))))

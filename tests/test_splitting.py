@@ -1,4 +1,4 @@
-"""Tests of medqa_scale.splitting: the seeded test/dev/pool split that holds out whole groups
+"""Tests of medqa_scale.data.splitting: the seeded test/dev/pool split that holds out whole groups
 and drops leaked questions and answers, and the nested train subsets. Run: python -m pytest -q tests/test_splitting.py
 """
 
@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import copy
 
-from medqa_scale.dedup import fingerprint, reason_counts
-from medqa_scale.params import scale_size
-from medqa_scale.splitting import held_out_first, nested_subsets, split_records, verbatim_overlap
+from medqa_scale.data.dedup import fingerprint, reason_counts
+from medqa_scale.core.params import scale_size
+from medqa_scale.data.splitting import held_out_first, nested_subsets, split_records, verbatim_overlap
 
 
 def _records(n: int) -> list[dict]:

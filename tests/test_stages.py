@@ -29,8 +29,8 @@ from ruamel.yaml import YAML
 from safetensors.torch import load_file
 
 from medqa_scale.builtin.corpus import generate_pairs
-from medqa_scale.chat_format import to_messages
-from medqa_scale.params import read_yaml
+from medqa_scale.model.chat_format import to_messages
+from medqa_scale.core.params import read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEM = "你是一名医学助手。"

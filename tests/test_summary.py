@@ -1,4 +1,4 @@
-"""medqa_scale.summary: the results table, the loss curves on one axis, and the summary.
+"""medqa_scale.evaluate.summary: the results table, the loss curves on one axis, and the summary.
 
 Run: python -m pytest tests/test_summary.py -q
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from medqa_scale.summary import QUALITY, curves_table, loss_curves, runs_table, setups_table, summary
+from medqa_scale.evaluate.summary import QUALITY, curves_table, loss_curves, runs_table, setups_table, summary
 
 
 def write_run(root: Path, run: str, rouge_l: float, train: bool = True) -> None:

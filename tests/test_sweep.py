@@ -1,4 +1,4 @@
-"""medqa_scale.sweep: one table and one figure across the experiments `dvc exp show --json` lists.
+"""medqa_scale.apps.sweep: one table and one figure across the experiments `dvc exp show --json` lists.
 
 Run: python -m pytest -q tests/test_sweep.py
 """
@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from medqa_scale.cli import PipelineError
-from medqa_scale.sweep import plot_sweep, sweep_table
+from medqa_scale.core.cli import PipelineError
+from medqa_scale.apps.sweep import plot_sweep, sweep_table
 
 
 def evaluation(score):

@@ -1,4 +1,4 @@
-"""Tests of medqa_scale.validation, the check_params stage's rules: the committed params.yaml
+"""Tests of medqa_scale.core.validation, the check_params stage's rules: the committed params.yaml
 passes, and every kind of mistake is reported at once, each problem naming its key and the fix.
 
 Offline; the library checks read LoraConfig, BitsAndBytesConfig and TrainingArguments signatures.
@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medqa_scale.cli import PipelineError
-from medqa_scale.params import METHODS, load_params, read_yaml, scale_size
-from medqa_scale.validation import (MISSING_FIX, RESERVED_TRAINING_ARGS, ParamsError, check_params,
+from medqa_scale.core.cli import PipelineError
+from medqa_scale.core.params import METHODS, load_params, read_yaml, scale_size
+from medqa_scale.core.validation import (MISSING_FIX, RESERVED_TRAINING_ARGS, ParamsError, check_params,
                                     method_quantization, validate)
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from medqa_scale.builtin import corpus
-from medqa_scale.labels import IGNORE_INDEX
+from medqa_scale.model.labels import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
 

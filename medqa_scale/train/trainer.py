@@ -1,0 +1,140 @@
+"""What the train stage hands to transformers' Trainer.
+
+- the encoded data, batched with padding or padding-free (each batch one row, position ids
+  restarting per sample: transformers then keeps attention inside each sample);
+- TrainingArguments from the method's fields (`train.args`, overridden per method by
+  `train.method_args`);
+- `RegularisedTrainer`: the loss on answer tokens, computed from their logits alone, plus
+  `train.kl_beta` x KL(base || tuned), the base being the same model with its adapter off.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from transformers import Trainer
+
+from medqa_scale.model.chat_format import IGNORE_INDEX, encode_examples
+from medqa_scale.model.device import device
+
+log = logging.getLogger(__name__)
+
+
+def encode_records(tokenizer, records: list[dict], template_kwargs: dict | None = None):
+    """A datasets.Dataset of input_ids / attention_mask / answer-only labels, rendered with the
+    chat template's `template_kwargs` (params model.chat_template_kwargs)."""
+    from datasets import Dataset
+
+    return Dataset.from_list(encode_examples(tokenizer, [r["messages"] for r in records], template_kwargs))
+
+
+def data_collator(tokenizer, padding_free: bool):
+    """Padding-free: each batch becomes one row whose position ids restart at every sample, and
+    the first label of each sample is masked, so no sample attends to or predicts across another.
+    Otherwise each sample is padded to the batch's longest."""
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
+
+    if padding_free:
+        return _WithoutCache(DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX))
+    return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
+
+
+class _WithoutCache:
+    """Adds use_cache=False to every batch: transformers tells packed samples apart by their
+    position ids only when no KV cache is made, otherwise they attend across each other
+    (a test compares packed and padded losses)."""
+
+    def __init__(self, collate):
+        self.collate = collate
+
+    def __call__(self, features):
+        return {**self.collate(features), "use_cache": False}
+
+
+def training_arguments(args: dict, *, lr: float, seed: int, precision: str, output_dir: Path, padding_free: bool,
+                       num_processes: int):
+    """TrainingArguments: the method's fields `args` as they are (params train.args overridden by
+    train.method_args.<method>, see core.params.method_args), plus what the pipeline sets itself;
+    `seed` is the run's own (one of train.seeds): adapter init, data order and dropout."""
+    from transformers import TrainingArguments
+
+    args = dict(args)
+    if device() == "cpu" and _needs_cuda(args.get("optim", "")):
+        log.info("optimizer %s needs CUDA (bitsandbytes); on CPU this run uses adamw_torch instead", args["optim"])
+        args["optim"] = "adamw_torch"
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        learning_rate=float(lr),
+        seed=seed,
+        data_seed=seed,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=device() == "cpu",
+        report_to="none",  # curves are written from the Trainer's log history, see cost.write_curves
+        logging_nan_inf_filter=False,  # a NaN loss must reach CostMeter, not be averaged away
+        # Padding-free rows carry no attention mask: every token is a real one.
+        include_num_input_tokens_seen="all" if padding_free else "non_padding",
+        ddp_backend="gloo" if device() == "cpu" and num_processes > 1 else None,
+        **args,
+    )
+
+
+def _needs_cuda(optim: str) -> bool:
+    return optim.startswith("paged_") or "8bit" in optim
+
+
+class RegularisedTrainer(Trainer):
+    """A Trainer whose training loss is the mean cross-entropy over answer tokens, computed from
+    those tokens' logits only, plus `kl_beta` x the mean KL(p_base || p_tuned) over them.
+
+    The prompt's logits are never materialised: at 152k vocabulary and 8 x 1024 tokens they
+    would take 5 GB in fp32 for nothing, since their labels are masked. The reference for the KL
+    is the model itself with its adapter disabled (PEFT), so no second copy is loaded. With
+    kl_beta 0 the loss is exactly the Trainer's own. Evaluation uses the Trainer's own loss.
+    """
+
+    def __init__(self, *args, kl_beta: float = 0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.kl_beta = kl_beta
+        self._kl: list[float] = []
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not model.training or return_outputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        import torch
+
+        labels = inputs["labels"]
+        targets = labels[:, 1:]
+        positions = targets != IGNORE_INDEX  # logits at t predict the token at t + 1
+        keep = torch.nonzero(positions.any(0)).flatten()  # sequence positions whose logits are needed
+        forward = {k: v for k, v in inputs.items() if k != "labels"}
+        hidden = model(**forward, logits_to_keep=keep, output_hidden_states=False).logits  # (batch, kept, vocab)
+        mask = positions[:, keep]
+        logits = hidden[mask].float()
+        gold = targets[:, keep][mask]
+        n = num_items_in_batch if num_items_in_batch is not None else mask.sum()
+        loss = torch.nn.functional.cross_entropy(logits, gold, reduction="sum") / n
+        if self.kl_beta > 0:
+            with torch.no_grad(), self.accelerator.unwrap_model(model).disable_adapter():
+                base = model(**forward, logits_to_keep=keep).logits[mask].float()
+            kl = answer_kl(base, logits)
+            self._kl.append(kl.item())
+            loss = loss + self.kl_beta * kl * mask.sum() / n
+        if self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes  # as the Trainer does for its own loss
+        return loss
+
+    def log(self, logs: dict, *args, **kwargs):
+        if self._kl and "loss" in logs:
+            logs["kl_to_base"] = sum(self._kl) / len(self._kl)
+            self._kl.clear()
+        super().log(logs, *args, **kwargs)
+
+
+def answer_kl(base_logits, tuned_logits):
+    """Mean over tokens of KL(p_base || p_tuned), from (tokens, vocab) logits."""
+    import torch.nn.functional as F
+
+    base = F.log_softmax(base_logits, dim=-1)
+    return F.kl_div(F.log_softmax(tuned_logits, dim=-1), base, log_target=True, reduction="batchmean")

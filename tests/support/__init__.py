@@ -1,0 +1,1 @@
+"""Test support: fixtures and helpers the test files share (not tests themselves)."""
