@@ -247,6 +247,7 @@ def test_a_killed_run_resumes_from_its_last_complete_checkpoint(workspace, tmp_p
     assert reference["resumed_from_step"] == 0 and metrics["train_runtime_s"] > 0
 
 
+@pytest.mark.slow  # two torchrun workers end to end
 def test_two_processes_train_with_ddp_on_cpu_and_only_rank_0_writes(workspace, tmp_path):
     ws = copy_workspace(workspace, tmp_path / "ddp", num_train_epochs=2)
     p = read_yaml(ws / "params.yaml")
