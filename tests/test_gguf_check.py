@@ -11,6 +11,7 @@ Run: python -m pytest tests/test_gguf_check.py -q
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,21 @@ def test_f16_answers_are_transformers_answers_token_for_token(workspace, tmp_pat
         if a != b:  # only where transformers itself cannot tell the two tokens apart
             k = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
             assert logit_gap(reference, prompt + a[:k], a[k], b[k]) < 0.01
+
+
+def test_llama_cpp_loads_gguf_weights_in_plain_cpu_buffers_and_decodes_q8_0(tiny_base, tmp_path):
+    """Repacked for AMX (Sapphire Rapids), a q8_0 file segfaults in llama.cpp's decode
+    (ggml-org/llama.cpp#20824); load_llama keeps the weights in plain buffers on every CPU."""
+    need_llama_cpp()
+    import llama_cpp.llama_cpp as lib
+
+    from medqa_scale.serve.gguf_check import load_llama
+    from medqa_scale.serve.gguf_write import write_gguf
+
+    default = lib.llama_model_default_params
+    model = tmp_path / "model"
+    shutil.copytree(tiny_base, model)
+    write_gguf(model, tmp_path / "m.gguf", "q8_0", "tiny")
+    llm = load_llama(tmp_path / "m.gguf", n_ctx=64)
+    assert llm.model_params.use_extra_bufts is False and lib.llama_model_default_params is default
+    assert len(llama_cpp_answers(tmp_path / "m.gguf", [[1, 5, 9, 20, 30]], set(), 8)[0]) == 8

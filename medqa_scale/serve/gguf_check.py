@@ -25,11 +25,8 @@ log = logging.getLogger(__name__)
 
 def llama_cpp_answers(path: Path, prompts: list[list[int]], stop: set[int], max_new_tokens: int) -> list[list[int]]:
     """llama.cpp's greedy answer tokens to each prompt (token ids), up to the first stop token."""
-    from llama_cpp import Llama
-
     # The KV cache in f32 (GGML type 0), not llama.cpp's default f16: transformers keeps it in f32.
-    llm = Llama(model_path=str(path), n_ctx=max(len(p) for p in prompts) + max_new_tokens + 8, n_threads=2,
-                verbose=False, seed=0, type_k=0, type_v=0)
+    llm = load_llama(path, n_ctx=max(len(p) for p in prompts) + max_new_tokens + 8, type_k=0, type_v=0)
     answers = []
     for prompt in prompts:
         llm.reset()
@@ -40,6 +37,29 @@ def llama_cpp_answers(path: Path, prompts: list[list[int]], stop: set[int], max_
             tokens.append(t)
         answers.append(tokens)
     return answers
+
+
+def load_llama(path: Path, **kwargs):
+    """llama.cpp's model, with its weights in the plain CPU buffers: without the extra buffer types
+    (use_extra_bufts) it would repack them for AMX on CPUs that have it (Sapphire Rapids), where
+    decoding a q8_0 file segfaults (ggml-org/llama.cpp#20824; seen here with llama-cpp-python
+    0.3.36). llama-cpp-python's Llama() does not take the flag, so its default model params are
+    replaced while the model loads."""
+    import llama_cpp.llama_cpp as lib
+    from llama_cpp import Llama
+
+    default = lib.llama_model_default_params
+
+    def plain_buffers():
+        params = default()
+        params.use_extra_bufts = False
+        return params
+
+    lib.llama_model_default_params = plain_buffers
+    try:
+        return Llama(model_path=str(path), n_threads=2, verbose=False, seed=0, **kwargs)
+    finally:
+        lib.llama_model_default_params = default
 
 
 def llama_cpp_tokens(path: Path, texts: list[str]) -> list[list[int]]:

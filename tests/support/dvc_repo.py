@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 METHODS, SCALES = ["lora", "qlora"], ["200", "400"]
 RUNS = [f"{m}-{s}-42" for m in METHODS for s in SCALES]
 REFERENCES = ["base", "base-4bit"]
@@ -41,7 +41,7 @@ PARAMS_READS = Path(__file__).resolve().parent / "params_reads"  # its sitecusto
 
 def dvc_env() -> dict:
     """The environment DVC runs in: this interpreter's bin first (stages and queue workers), no
-    analytics, and every stage's params reads recorded into RECORDS (support/params_recording.py)."""
+    analytics, and every stage's params reads recorded into RECORDS (support/params_reads/)."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1"}
     if RECORDS["dir"] is not None:

@@ -77,6 +77,7 @@ class Recording(dict):
 def install(folder: str) -> None:
     """Give every later import of medqa_scale.core.params a recording load_params; write the reads at exit."""
     reads: set[str] = set()
+    called: list[bool] = []  # a stage that loads params and reads none is recorded too
 
     class Finder(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path, target=None):
@@ -89,7 +90,12 @@ def install(folder: str) -> None:
             def exec_module(module):
                 run(module)
                 plain = module.load_params
-                module.load_params = lambda *a, **k: Recording(plain(*a, **k), "", reads)
+
+                def load_params(*args, **kwargs):
+                    called.append(True)
+                    return Recording(plain(*args, **kwargs), "", reads)
+
+                module.load_params = load_params
 
             spec.loader.exec_module = exec_module
             return spec
@@ -97,7 +103,7 @@ def install(folder: str) -> None:
     sys.meta_path.insert(0, Finder())
 
     def write():
-        if reads:
+        if called:
             with open(os.path.join(folder, f"{os.getpid()}.json"), "w", encoding="utf-8") as f:
                 json.dump({"argv": sys.argv, "reads": sorted(reads)}, f)
 
