@@ -2,12 +2,18 @@
 
 Run:    dvc repro evaluate@lora-2k-42  (or: python -m stages.evaluate lora-2k-42); likewise base, base-4bit
 Reads:  data/predictions/<run>.jsonl (from generate), params seed, evaluate.bootstrap
-Writes: data/scores/<run>.jsonl, one line per answer: {"id", rouge-1, rouge-2, rouge-l, char-bleu-4,
-        "bleu_stats"} (sacrebleu's sentence statistics, which summed give any subset's corpus BLEU)
-        metrics/evaluate/<run>.json: rouge-1/2/l (jieba + rouge-chinese F1 x100, mean over all
-        answers, an empty answer scores 0), bleu (sacrebleu corpus BLEU, tokenize zh, its signature),
-        char-bleu-4 (LLaMA-Factory's bleu-4), n_test, and under `interval` the bootstrap interval
-        of each (test questions resampled evaluate.bootstrap.resamples times, seeded by seed)
+Writes: data/scores/<run>.jsonl, one line per answer: {"id", "group", rouge-1, rouge-2, rouge-l,
+        lf-rouge-1, lf-rouge-2, lf-rouge-l, char-bleu-4, "bleu_stats" (sacrebleu's sentence
+        statistics, which summed give any subset's corpus BLEU), and the answer's health:
+        ran_to_max_new_tokens, repeated_4grams, length_ratio, broken_characters, answer_chars,
+        reference_chars}
+        metrics/evaluate/<run>.json: rouge-1/2/l (every n-gram occurrence, jieba words without
+        punctuation, F1 x100, mean over all answers, an answer without words scores 0), bleu
+        (sacrebleu corpus BLEU, tokenize zh, its signature), lf-rouge-1/2/l and char-bleu-4
+        (LLaMA-Factory's numbers), n_test, `health` (share of answers that ran to max_new_tokens,
+        mean share of repeated 4-grams, answer over reference length, share with broken
+        characters), and under `interval` the bootstrap interval of each metric (groups of test
+        questions resampled evaluate.bootstrap.resamples times, seeded by seed)
 
 Only the answers and the metrics code are inputs: editing the metrics reruns this stage and not
 generation. References are scored whole, never truncated.
@@ -21,9 +27,9 @@ from pathlib import Path
 
 from medqa_scale.core.cli import run
 from medqa_scale.core.durable import read_jsonl, remove_stale, write_json, write_jsonl
-from medqa_scale.evaluate.metrics import (METRICS, bleu_zh, bootstrap_indices, interval, per_sample_scores, point_estimates,
-                                 resampled, scores_matrix)
 from medqa_scale.core.params import load_params
+from medqa_scale.evaluate.metrics import (METRICS, bleu_zh, bootstrap_counts, health_per_sample, health_summary, interval,
+                                          per_sample_scores, point_estimates, resampled, scores_matrix)
 
 log = logging.getLogger(__name__)
 
@@ -35,17 +41,22 @@ def main() -> None:
     p = load_params()
     answers = read_jsonl(Path("data/predictions") / f"{name}.jsonl")
     predictions, references = [a["prediction"] for a in answers], [a["reference"] for a in answers]
-    scores = per_sample_scores(predictions, references)
-    table, b = scores_matrix([scores]), p["evaluate"]["bootstrap"]
+    rows = [{"id": a["id"], "group": a.get("group", a["id"]), **s,
+             **health_per_sample(a["prediction"], a["reference"], a.get("ran_out", False)),
+             "answer_chars": len(a["prediction"]), "reference_chars": len(a["reference"])}
+            for a, s in zip(answers, per_sample_scores(predictions, references))]
+    table, b = scores_matrix([rows]), p["evaluate"]["bootstrap"]
     values = {k: float(v[0]) for k, v in point_estimates(table).items()}
-    resamples = resampled(table, bootstrap_indices(len(answers), b["resamples"], p["seed"]))
-    write_jsonl(scores_file, [{"id": a["id"], **s} for a, s in zip(answers, scores)])
+    resamples = resampled(table, bootstrap_counts([r["group"] for r in rows], b["resamples"], p["seed"]))
+    health = health_summary(rows)
+    write_jsonl(scores_file, rows)
     write_json(metrics_file, {**{k: values[k] for k in METRICS}, "bleu_signature": bleu_zh(predictions, references)[1],
-                              "n_test": len(answers),
+                              "n_test": len(answers), "health": health,
                               "interval": {"confidence": b["confidence"], "resamples": b["resamples"],
                                            **{k: interval(resamples[k], b["confidence"]) for k in METRICS}}})
-    log.info("%s: rouge-l %.2f [%.2f, %.2f], bleu %.2f", name, values["rouge-l"],
-             *interval(resamples["rouge-l"], b["confidence"]).values(), values["bleu"])
+    log.info("%s: rouge-l %.2f [%.2f, %.2f], bleu %.2f; %.0f%% ran to max_new_tokens, %.0f%% repeated 4-grams", name,
+             values["rouge-l"], *interval(resamples["rouge-l"], b["confidence"]).values(), values["bleu"],
+             100 * health["ran_to_max_new_tokens"], 100 * health["repeated_4grams"])
 
 
 if __name__ == "__main__":

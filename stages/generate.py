@@ -8,7 +8,8 @@ Reads:  models/base, models/adapters/<run> (not for the bases), data/split/test.
         data/params/quantization-<method>.json (quantization-qlora.json for base-4bit), params seed,
         precision, device (undeclared: where, not what), model.trust_remote_code, model.chat_template_kwargs,
         evaluate.{backend, max_samples, batch_size, max_new_tokens, generation}
-Writes: data/predictions/<run>.jsonl, one {"id", "question", "reference", "prediction"} per line
+Writes: data/predictions/<run>.jsonl, one {"id", "group", "question", "reference", "prediction",
+        "ran_out"} per line (ran_out: the answer ran to max_new_tokens instead of ending)
         metrics/generate/<run>.json (samples/s, tokens/s, peak memory and what it measures, answers
         that ran to max_new_tokens, how the adapter was applied)
         metrics/runinfo/generate-<run>.json (library versions, hardware, the generation config)
@@ -77,8 +78,10 @@ def main() -> None:
         predictions, speed = generate_answers(model, tokenizer, chats, e["batch_size"], config,
                                               p["model"]["chat_template_kwargs"])
         memory_mb, memory_kind = memory.stop(), memory.kind
-    write_jsonl(predictions_file, [{"id": r["id"], "question": r["question"], "reference": r["answer"], "prediction": pred}
-                                   for r, pred in zip(test, predictions)])
+    ran_out = speed.pop("ran_out")
+    write_jsonl(predictions_file, [{"id": r["id"], "group": r.get("group", r["id"]), "question": r["question"],
+                                    "reference": r["answer"], "prediction": pred, "ran_out": out}
+                                   for r, pred, out in zip(test, predictions, ran_out)])
     write_json(metrics_file, {**speed, "peak_memory_mb": memory_mb, "peak_memory_kind": memory_kind,
                               "n_test": len(test), "adapter": how, "base_4bit": quantization is not None, "backend": "vllm" if how == "vllm" else "transformers"})
     write_json(runinfo_file, {"environment": environment(), "precision": precision, "device": device(),

@@ -1,20 +1,21 @@
-"""Stage summarize: the tables, figures and report that compare every setup with the base model.
+"""Stage summarize: the tables, figures and report that compare every setup with its reference.
 
 Run:    dvc repro summarize         (or: python -m stages.summarize)
-Reads:  metrics/{evaluate,generate,train}/<run>.json, data/scores/<run>.jsonl (per-answer scores),
-        data/predictions/<run>.jsonl (example answers), dvclive/<run>/ for the runs that params
-        methods x split.scales x train.seeds name (stale files from other params are ignored);
-        params seed, evaluate.bootstrap
+Reads:  metrics/{likelihood,evaluate,generate,train}/<run>.json, data/likelihood/<run>.jsonl and
+        data/scores/<run>.jsonl (per-answer NLL and scores), data/predictions/<run>.jsonl (example
+        answers), dvclive/<run>/ for the runs that params methods x split.scales x train.seeds name
+        (stale files from other params are ignored); params seed, evaluate.bootstrap, report
 Writes: plots/results_summary.csv (one row per setup, a method at a scale, the references first:
-        each metric's mean over seeds, its interval over questions and seeds, the spread between
-        seeds, and the mean cost)
+        each metric's mean over seeds, its interval over question groups and seeds, the spread
+        between seeds, generation health, and the mean cost)
         plots/results_by_run.csv (one row per trained model, each seed apart)
-        plots/comparisons.csv (paired differences with intervals and p-values)
+        plots/comparisons.csv (paired differences with intervals, p-values and Holm-adjusted ones)
+        plots/scaling.csv (each method's gain per doubling and per step, primary metric and ROUGE-L)
         plots/loss_curves.csv (train and eval loss of each run against training samples seen)
-        plots/report.md (verdict, tables, figures, example answers)
-        plots/data_scale_comparison.png, plots/method_comparison.png, plots/loss_curves.png
-        metrics/summary.json (best and most cost-effective setup, for `dvc metrics diff` and
-        `dvc exp show`: its keys in the table's order)
+        plots/report.md (what each step of data bought, verdict, tables, figures, example answers)
+        plots/scaling.png, plots/data_scale_comparison.png, plots/method_comparison.png, plots/loss_curves.png
+        metrics/summary.json (the verdict, for `dvc metrics diff` and `dvc exp show`: its keys in
+        the table's order)
 `dvc plots show` and `dvc plots diff` draw the CSVs as interactive charts (dvc.yaml's plots).
 """
 
@@ -27,19 +28,21 @@ from pathlib import Path
 import pandas as pd
 
 from medqa_scale.core.cli import PipelineError, run
-from medqa_scale.evaluate.comparison import check_same_questions, compare, comparisons, setups, summary_row, verdict
 from medqa_scale.core.durable import atomic_path, read_jsonl, remove_stale
 from medqa_scale.core.params import BASE_4BIT_RUN, BASE_RUN, REFERENCE_RUNS, load_params, run_name, scale_size, setup_name
-from medqa_scale.evaluate.plots import caption, plot_loss_curves, plot_method_comparison, plot_scale_comparison
-from medqa_scale.evaluate.report import report_markdown
+from medqa_scale.evaluate.comparison import (adjust, check_same_questions, compare, compared_metrics, comparisons, setups,
+                                             summary_row, verdict)
+from medqa_scale.evaluate.plots import caption, plot_loss_curves, plot_method_comparison, plot_scale_comparison, plot_scaling
+from medqa_scale.evaluate.report import METRIC_LABELS, report_markdown
+from medqa_scale.evaluate.scaling import scaling_fit
 from medqa_scale.evaluate.summary import curves_table, loss_curves, runs_table, setups_table, summary
 
 log = logging.getLogger(__name__)
 
 PLOTS = Path("plots")
-TABLES = {name: PLOTS / f"{name}.csv" for name in ("results_summary", "results_by_run", "comparisons", "loss_curves")}
+TABLES = {name: PLOTS / f"{name}.csv" for name in ("results_summary", "results_by_run", "comparisons", "scaling", "loss_curves")}
 REPORT, SUMMARY = PLOTS / "report.md", Path("metrics/summary.json")
-FIGURES = {name: PLOTS / f"{name}.png" for name in ("data_scale_comparison", "method_comparison", "loss_curves")}
+FIGURES = {name: PLOTS / f"{name}.png" for name in ("scaling", "data_scale_comparison", "method_comparison", "loss_curves")}
 REFERENCE_OF = {"lora": BASE_RUN, "qlora": BASE_4BIT_RUN}  # what each method's adapter is trained on
 EXAMPLES = 3
 
@@ -47,41 +50,81 @@ EXAMPLES = 3
 def main() -> None:
     remove_stale(*TABLES.values(), REPORT, SUMMARY, *FIGURES.values())
     p = load_params()
-    methods, scales, seeds, b = p["methods"], [str(s) for s in p["split"]["scales"]], p["train"]["seeds"], p["evaluate"]["bootstrap"]
+    methods, scales, seeds, b, r = (p["methods"], [str(s) for s in p["split"]["scales"]], p["train"]["seeds"],
+                                    p["evaluate"]["bootstrap"], p["report"])
+    primary, confidence = r["primary_metric"], b["confidence"]
     runs = [(m, s, seed) for m in methods for s in scales for seed in seeds]
     by_run = runs_table(runs, Path("metrics"))
     scores = read_scores(runs)
-    compared = setups(group_by_setup(scores, runs), b["resamples"], p["seed"])
-    table = setups_table(by_run, {name: summary_row(s, b["confidence"]) for name, s in compared.items()})
-    pairs = [compare(compared[a], compared[c], b["confidence"]) for a, c in comparisons(methods, scales, REFERENCE_OF)]
-    choice = verdict(table[~table.run.isin(REFERENCE_RUNS)].to_dict("records"))
+    groups = [row["group"] for row in scores[BASE_RUN]]
+    compared = setups(group_by_setup(scores, runs), groups, b["resamples"], p["seed"])
+    table = setups_table(by_run, {name: summary_row(s, confidence) for name, s in compared.items()})
+    metrics = compared_metrics(primary)
+    pairs = adjust([compare(compared[a], compared[c], metrics, confidence) for a, c in comparisons(methods, scales, REFERENCE_OF)],
+                   metrics, r["alpha"])
+    reference_of = {setup_name(m, s): REFERENCE_OF[m] for m in methods for s in scales}
+    cost = dict(zip(table.run, table.get("train_runtime_s", pd.Series(0.0, index=table.index))))
+    choice, rouge_choice = (verdict(compared, pairs, reference_of, cost, metric=k, alpha=r["alpha"], margin=r["margin"][k])
+                            for k in (primary, "rouge-l"))
+    fits = scaling(compared, table, methods, scales, [primary, "rouge-l"], confidence) if len(scales) > 1 else {}
     tuned = by_run[~by_run.run.isin(REFERENCE_RUNS)]
     curves = loss_curves([(r, scale_size(s)) for r, s in zip(tuned.run, tuned.scale)], Path("dvclive"))
     for name, frame in (("results_summary", table), ("results_by_run", by_run), ("comparisons", pd.DataFrame(pairs)),
-                        ("loss_curves", curves_table(curves))):
+                        ("scaling", scaling_table(fits)), ("loss_curves", curves_table(curves))):
         with atomic_path(TABLES[name]) as tmp:
             frame.to_csv(tmp, index=False, float_format="%.4f")
+    produced_on = caption(tuned)
+    if fits:
+        plot_scaling(fits, {k: f"{METRIC_LABELS[k]} ({'lower' if k == 'nll' else 'higher'} is better)" for k in (primary, "rouge-l")},
+                     FIGURES["scaling"], produced_on)
     plot_scale_comparison(table, FIGURES["data_scale_comparison"])
     plot_method_comparison(table, FIGURES["method_comparison"])
-    plot_loss_curves(curves, FIGURES["loss_curves"], caption(tuned))
+    plot_loss_curves(curves, FIGURES["loss_curves"], produced_on)
     with atomic_path(REPORT) as tmp:
-        tmp.write_text(report_markdown(table, pairs, choice, examples(methods, scales, seeds[0]), confidence=b["confidence"],
-                                       resamples=b["resamples"], n_test=int(by_run.n_test.iloc[0]),
-                                       seeds=seeds, produced_on=caption(tuned)), encoding="utf-8")
+        tmp.write_text(report_markdown(table, pairs, choice, rouge_choice, fits, examples(methods, scales, seeds[0]),
+                                       primary=primary, alpha=r["alpha"], margin=r["margin"], confidence=confidence,
+                                       resamples=b["resamples"], n_test=len(groups), groups=len(set(groups)), seeds=seeds,
+                                       produced_on=produced_on), encoding="utf-8")
     with atomic_path(SUMMARY) as tmp:  # keys unsorted: their order is `dvc exp show`'s column order
-        tmp.write_text(json.dumps(summary(table, choice), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    log.info("most cost-effective: %s (best: %s)\n%s", choice["choice"], choice["best"],
-             table[["run", "rouge-l", "rouge-l_low", "rouge-l_high", "bleu", "train_runtime_s"]].to_string(index=False))
+        tmp.write_text(json.dumps(summary(table, choice, rouge_choice), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    log.info("most cost-effective by %s: %s (best: %s; by ROUGE-L: %s)\n%s", primary, choice["choice"], choice["best"],
+             rouge_choice["choice"], table[["run", primary, f"{primary}_low", f"{primary}_high", "rouge-l", "bleu"]].to_string(index=False))
+
+
+def scaling(compared: dict, table: pd.DataFrame, methods: list[str], scales: list[str], metrics: list[str],
+            confidence: float) -> dict:
+    """Each method's scaling_fit of each metric over the scales, with the mean training hours of each."""
+    hours = dict(zip(table.run, table["train_runtime_s"] / 3600))
+    sizes = [scale_size(s) for s in scales]
+    return {m: {k: scaling_fit(sizes, [float(compared[setup_name(m, s)].values[k].mean()) for s in scales],
+                               [compared[setup_name(m, s)].resamples[k] for s in scales],
+                               [hours[setup_name(m, s)] for s in scales], confidence) for k in metrics} for m in methods}
+
+
+def scaling_table(fits: dict) -> pd.DataFrame:
+    """One row per method, metric and step (and one per doubling): gain, interval, p, hours."""
+    rows = []
+    for method, by_metric in fits.items():
+        for metric, fit in by_metric.items():
+            d = fit["per_doubling"]
+            rows.append({"method": method, "metric": metric, "step": "per doubling", "gain": d["gain"], "low": d["low"],
+                         "high": d["high"]})
+            rows += [{"method": method, "metric": metric, "step": f"{s['from']}->{s['to']}", "gain": s["gain"], "low": s["low"],
+                      "high": s["high"], "p": s["p"], "extra_hours": s["extra_hours"], "gain_per_hour": s["gain_per_hour"]}
+                     for s in fit["steps"]]
+    return pd.DataFrame(rows, columns=["method", "metric", "step", "gain", "low", "high", "p", "extra_hours", "gain_per_hour"])
 
 
 def read_scores(runs: list[tuple[str, str, int]]) -> dict[str, list[dict]]:
+    """Each run's per-answer scores joined with its per-answer NLL, in test order."""
     names = [*REFERENCE_RUNS, *(run_name(*r) for r in runs)]
     scores = {name: read_jsonl(Path("data/scores") / f"{name}.jsonl") for name in names}
+    nll = {name: read_jsonl(Path("data/likelihood") / f"{name}.jsonl") for name in names}
     try:
-        check_same_questions(scores)
+        check_same_questions({**scores, **{f"{name} (likelihood)": rows for name, rows in nll.items()}})
     except ValueError as e:
         raise PipelineError(str(e)) from None
-    return scores
+    return {name: [{**row, "nll_stats": n["nll_stats"]} for row, n in zip(scores[name], nll[name])] for name in names}
 
 
 def group_by_setup(scores: dict[str, list[dict]], runs: list[tuple[str, str, int]]) -> dict[str, list[list[dict]]]:

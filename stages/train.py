@@ -56,7 +56,7 @@ from medqa_scale.model.loading import add_trainable_adapter, load_base_model, sa
 from medqa_scale.train.cost import CostMeter, train_metrics, write_curves  # noqa: E402
 from medqa_scale.train.memory import GiB, model_name, run_problem, run_settings  # noqa: E402
 from medqa_scale.train.resume import (  # noqa: E402
-    checkpoint_step, last_complete_checkpoint, mark_finished, prepare_resume, prior_cost, run_key, scratch_dir)
+    checkpoint_step, code_files, last_complete_checkpoint, mark_finished, prepare_resume, prior_cost, run_key, scratch_dir)
 from medqa_scale.train.trainer import RegularisedTrainer, data_collator, encode_records, training_arguments  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def main() -> None:
     args = method_args(p["train"]["args"], p["train"]["method_args"][method])
     check_fits(p, method, args, precision)  # now, not out of memory an hour in
     settings = training_settings(p, args, precision, seed)
-    scratch = scratch_dir(CHECKPOINTS, name, run_key(files.inputs, settings))
+    scratch = scratch_dir(CHECKPOINTS, name, run_key(files.inputs + code_files(sys.modules.values(), Path.cwd()), settings))
     if "LOCAL_RANK" not in os.environ:  # the launching process, not a torchrun worker
         remove_stale(*files.outputs)
         prepare_resume(scratch, name)
@@ -119,7 +119,7 @@ class Files:
 def training_settings(p: dict, args: dict, precision: str, seed: int) -> dict:
     """Every param that changes the trained weights (and so the checkpoints' key)."""
     return {"seed": seed, "precision": precision, "trust_remote_code": p["model"]["trust_remote_code"],
-            "lora": p["lora"], "lr": p["train"]["lr"], "kl_beta": p["train"]["kl_beta"],
+            "chat_template_kwargs": p["model"]["chat_template_kwargs"], "lora": p["lora"], "lr": p["train"]["lr"], "kl_beta": p["train"]["kl_beta"],
             "padding_free": p["train"]["padding_free"], "num_processes": p["train"]["num_processes"],
             "args": args}
 

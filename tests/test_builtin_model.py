@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import os
+import random
+import subprocess
+import sys
 from pathlib import Path
 
 from support.hub_standin import TINY_ARCH, read_tree
@@ -16,8 +21,16 @@ def sha256_tree(root: Path) -> dict[str, str]:
     return {name: hashlib.sha256(data).hexdigest() for name, data in read_tree(root).items()}
 
 
+def tiny_texts(seed: int = 0) -> list[str]:
+    return [r["question"] + r["answer"] for r in corpus.generate_pairs(200, seed=seed)]
+
+
 def tiny_tokenizer(seed: int = 0):
-    return builtin_model.build_tokenizer([r["question"] + r["answer"] for r in corpus.generate_pairs(200, seed=seed)], 400)
+    return builtin_model.build_tokenizer(tiny_texts(seed), 400)
+
+
+def ids_of(tok, text: str) -> list[int]:
+    return tok(text, add_special_tokens=False)["input_ids"]
 
 
 def test_build_and_save_is_byte_identical_across_runs(tmp_path):
@@ -47,7 +60,7 @@ def test_build_tokenizer_uses_qwen_special_tokens():
     assert tok.eos_token == "<|im_end|>"
     assert tok.pad_token == "<|endoftext|>"
     assert tok.eos_token_id != tok.pad_token_id
-    assert len(tok) == 400
+    assert tok.convert_tokens_to_ids(builtin_model.SPECIAL_TOKENS) == [0, 1, 2]
     # Byte-level BPE: any text round-trips, with no unknown token.
     text = "患者发热三天，咳嗽。 x=1"
     assert tok.decode(tok(text)["input_ids"]) == text
@@ -96,3 +109,86 @@ def test_the_tokenizer_splits_text_as_qwen2_does_before_bpe():
     expected = regex.findall(builtin_model.QWEN2_SPLIT, text)
     assert [tok.backend_tokenizer.decoder.decode([p]) for p in pieces] == expected
     assert expected[:4] == ["It", "'s", " ", "2"] and "1" in expected and "140" not in expected
+
+
+def test_every_character_of_the_texts_is_one_token():
+    """Whole characters, so the model cannot emit half a character (U+FFFD in its answers)."""
+    texts = tiny_texts()
+    tok = builtin_model.build_tokenizer(texts, 1500)
+    chars = sorted(set("".join(texts)))
+    assert len(chars) > 500 and any(len(ch.encode()) == 3 for ch in chars)
+    for ch in chars:
+        ids = ids_of(tok, ch)
+        assert len(ids) == 1 and tok.decode(ids) == ch, ch
+    # In running text too: every token spells whole characters (one or a learned word of them).
+    for text in texts[:50]:
+        ids = ids_of(tok, text)
+        assert all("\ufffd" not in tok.decode([i]) for i in ids), text
+        assert tok.decode(ids) == text
+    assert sum(len(ids_of(tok, t)) for t in texts) < sum(len(t) for t in texts)  # some words learned
+
+
+def test_a_character_outside_the_texts_falls_back_to_bytes():
+    tok = tiny_tokenizer()
+    for ch in ("😀", "龘", "é"):
+        assert ch not in "".join(tiny_texts())
+        ids = ids_of(tok, ch)
+        assert len(ids) > 1 and all("\ufffd" in tok.decode([i]) for i in ids), ch
+        assert tok.decode(ids) == ch
+    text = "患者龘发热😀三天"
+    assert tok.decode(ids_of(tok, text)) == text
+
+
+def test_only_bytes_and_pieces_of_characters_decode_to_replacement_characters():
+    """No merge joins bytes across characters: the tokens that are not whole characters are the
+    non-ASCII bytes and the leading bytes of the texts' characters; whole ones decode cleanly in any order."""
+    from tokenizers import pre_tokenizers
+
+    texts = tiny_texts()
+    tok = builtin_model.build_tokenizer(texts, 1500)
+    ascii_bytes = {builtin_model.byte_level(chr(b)) for b in range(128)}
+    pieces = {s[:i] for s in map(builtin_model.byte_level, set("".join(texts))) for i in range(1, len(s))}
+    expected = pieces | (set(pre_tokenizers.ByteLevel.alphabet()) - ascii_bytes)
+    partial = [i for i in range(len(tok)) if "\ufffd" in tok.decode([i])]
+    assert set(tok.convert_ids_to_tokens(partial)) == expected
+    whole = [i for i in range(len(tok)) if i not in set(partial) | set(tok.all_special_ids)]
+    rng = random.Random(0)
+    for _ in range(200):
+        ids = rng.choices(whole, k=20)
+        decoded = tok.decode(ids)
+        assert "\ufffd" not in decoded and decoded == "".join(tok.decode([i]) for i in ids)
+
+
+def test_characters_are_assembled_before_any_word_is_merged():
+    """BPE applies merges by rank: a character's bytes join before any merge across characters can."""
+    texts = tiny_texts()
+    tok = builtin_model.build_tokenizer(texts, 1500)
+    merges = [tuple(m) for m in json.loads(tok.backend_tokenizer.to_str())["model"]["merges"]]
+    assembly = builtin_model.character_merges(sorted(set("".join(texts))))
+    assert merges[:len(assembly)] == assembly and len(merges) > len(assembly)
+    decode = tok.backend_tokenizer.decoder.decode
+    assert all("\ufffd" not in decode([a]) + decode([b]) for a, b in merges[len(assembly):])
+
+
+def test_vocab_size_is_the_total_unless_the_characters_need_more():
+    texts = tiny_texts()
+    n_chars = len(set("".join(texts)))
+    assert len(builtin_model.build_tokenizer(texts, 1500)) == 1500
+    # The characters need more than 400: the specials, 256 bytes, each character and its pieces.
+    needed = len(builtin_model.build_tokenizer(texts, 400))
+    assert needed == 3 + 256 + len(builtin_model.character_merges(sorted(set("".join(texts))))) > 400
+    assert needed > 3 + 256 + n_chars - 2  # a few ASCII characters are bytes already
+
+
+def test_the_tokenizer_is_deterministic_across_processes():
+    """Same texts, byte-identical tokenizer.json: in this process and in another with other hash seeds."""
+    texts = tiny_texts()
+    first = builtin_model.build_tokenizer(texts, 1500).backend_tokenizer.to_str()
+    assert builtin_model.build_tokenizer(texts, 1500).backend_tokenizer.to_str() == first
+    code = ("import sys; from medqa_scale.builtin import corpus, model; "
+            "texts = [r['question'] + r['answer'] for r in corpus.generate_pairs(200, seed=0)]; "
+            "sys.stdout.write(model.build_tokenizer(texts, 1500).backend_tokenizer.to_str())")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONHASHSEED": "12345", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(root)}
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root, check=True)
+    assert other.stdout == first

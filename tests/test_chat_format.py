@@ -27,7 +27,7 @@ def record():
 
 
 def test_tokenizer_fixture_is_what_the_tests_assume(tokenizer):
-    assert len(tokenizer) == 500
+    assert len(tokenizer) >= 500  # every character of the texts is a token, past vocab_size if need be
     assert tokenizer.eos_token == "<|im_end|>"
     assert tokenizer.pad_token == "<|endoftext|>"
 

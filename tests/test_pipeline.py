@@ -9,6 +9,7 @@ bad params that must stop the run before any model loads, with one message.
 Run: python -m pytest tests/test_pipeline.py -q   (about 4 minutes on 2 CPU cores)
 """
 
+import csv
 import json
 import re
 import shlex
@@ -30,13 +31,13 @@ pytestmark = pytest.mark.slow  # end-to-end DVC runs
 def test_first_run_produces_every_output(repo, first_run):
     expected = stages_of(RUNS) | {
         "check_params", "download_model", "download_data", "preprocess", "data_card", "split", "generate_base",
-        "generate_base_4bit", "evaluate_base", "evaluate_base_4bit", "summarize"}
+        "generate_base_4bit", "likelihood_base", "likelihood_base_4bit", "evaluate_base", "evaluate_base_4bit", "summarize"}
     assert_ran(first_run, expected)
     assert (repo / "models/base/model.safetensors").exists()
     assert json.loads((repo / "models/base/provenance.json").read_text())["source"] == "builtin"
     for run in RUNS + REFERENCES:
         metrics = json.loads((repo / f"metrics/evaluate/{run}.json").read_text())
-        for key in ("rouge-1", "rouge-2", "rouge-l", "bleu", "char-bleu-4"):
+        for key in ("rouge-1", "rouge-2", "rouge-l", "bleu", "lf-rouge-l", "char-bleu-4"):
             assert isinstance(metrics[key], float) and metrics[key] >= 0, (run, key)
             assert metrics["interval"][key]["low"] <= metrics[key] <= metrics["interval"][key]["high"], (run, key)
         speed = json.loads((repo / f"metrics/generate/{run}.json").read_text())
@@ -44,7 +45,10 @@ def test_first_run_produces_every_output(repo, first_run):
             assert isinstance(speed[key], float) and speed[key] >= 0, (run, key)
         assert len((repo / f"data/scores/{run}.jsonl").read_text().splitlines()) == 40
         lines = (repo / f"data/predictions/{run}.jsonl").read_text(encoding="utf-8").splitlines()
-        assert len(lines) == 40 and set(json.loads(lines[0])) == {"id", "question", "reference", "prediction"}
+        assert len(lines) == 40 and set(json.loads(lines[0])) == {"id", "group", "question", "reference", "prediction", "ran_out"}
+        nll = json.loads((repo / f"metrics/likelihood/{run}.json").read_text())
+        assert nll["nll"] > 0 and nll["interval"]["nll"]["low"] <= nll["nll"] <= nll["interval"]["nll"]["high"]
+        assert set(metrics["health"]) == {"ran_to_max_new_tokens", "repeated_4grams", "length_ratio", "broken_characters"}
     for run in RUNS:
         assert (repo / f"models/adapters/{run}/adapter_model.safetensors").exists()
         assert (repo / f"dvclive/{run}/plots/metrics/eval/loss.tsv").exists()
@@ -53,35 +57,84 @@ def test_first_run_produces_every_output(repo, first_run):
         assert 0 < train["trainable_params"] < train["total_params"]
     csv = (repo / "plots/results_summary.csv").read_text().splitlines()
     assert len(csv) == 1 + 2 + len(RUNS) and csv[1].startswith("base,") and csv[2].startswith("base-4bit,")
-    assert {"rouge-l_low", "rouge-l_high", "rouge-l_seed_sd", "seeds"} <= set(csv[0].split(","))
+    assert {"nll", "nll_low", "perplexity", "rouge-l_low", "rouge-l_high", "rouge-l_seed_sd", "seeds",
+            "repeated_4grams"} <= set(csv[0].split(","))
     report = (repo / "plots/report.md").read_text(encoding="utf-8")
-    assert "**Most cost-effective: `" in report and "Rule: the cheapest setup" in report
+    assert "## What each step of data bought" in report and "Rule (params `report`, fixed before the numbers)" in report
+    assert "**Most cost-effective: `" in report or "**No setup qualifies" in report
     assert "| `lora-400` | `lora-200` |" in report and "## Example answers" in report
     comparisons = (repo / "plots/comparisons.csv").read_text().splitlines()
-    assert len(comparisons) == 1 + len(RUNS) + 2 + 2 and "rouge-l_p" in comparisons[0]
-    for png in ("data_scale_comparison", "method_comparison", "loss_curves", "data_card"):
+    assert len(comparisons) == 1 + len(RUNS) + 2 + 2 and {"rouge-l_p", "nll_p_holm", "nll_reading"} <= set(comparisons[0].split(","))
+    for png in ("scaling", "data_scale_comparison", "method_comparison", "loss_curves", "data_card"):
         assert (repo / f"plots/{png}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_reported_scores_match_an_independent_recomputation_from_the_answers(repo, first_run):
-    # Straight from the libraries, not through medqa_scale.evaluate.metrics: jieba + rouge-chinese per answer
-    # (an empty answer scores 0), the mean over all answers; sacrebleu's corpus BLEU, tokenize zh.
+    # Straight from the libraries and the per-answer files, not through medqa_scale.evaluate: jieba +
+    # rouge-chinese counting every n-gram (exclusive=False) over words without punctuation, the mean
+    # over all answers; sacrebleu's corpus BLEU, tokenize zh; NLL per token = total NLL / total tokens.
+    import unicodedata
+
     import jieba
     import sacrebleu
     from rouge_chinese import Rouge
+
+    def words(text):
+        return " ".join(w for w in jieba.cut(text) if w.strip() and not all(unicodedata.category(c).startswith("P") for c in w.strip()))
 
     for run in RUNS + REFERENCES:
         rows = [json.loads(line) for line in (repo / f"data/predictions/{run}.jsonl").read_text(encoding="utf-8").splitlines()]
         totals = {"rouge-1": 0.0, "rouge-2": 0.0, "rouge-l": 0.0}
         for row in rows:
-            hyp, ref = (" ".join(w for w in jieba.cut(row[k]) if w.strip()) for k in ("prediction", "reference"))
+            hyp, ref = words(row["prediction"]), words(row["reference"])
             if hyp and ref:
-                for key, value in Rouge().get_scores(hyp, ref)[0].items():
+                for key, value in Rouge(exclusive=False).get_scores(hyp, ref)[0].items():
                     totals[key] += 100 * value["f"] / len(rows)
         bleu = sacrebleu.corpus_bleu([r["prediction"] for r in rows], [[r["reference"] for r in rows]], tokenize="zh").score
         reported = json.loads((repo / f"metrics/evaluate/{run}.json").read_text())
         for key, value in {**totals, "bleu": bleu}.items():
             assert abs(reported[key] - value) < 0.01, (run, key, reported[key], value)
+        stats = [json.loads(line)["nll_stats"] for line in (repo / f"data/likelihood/{run}.jsonl").read_text().splitlines()]
+        nll = sum(s[0] for s in stats) / sum(s[1] for s in stats)
+        assert abs(json.loads((repo / f"metrics/likelihood/{run}.json").read_text())["nll"] - nll) < 0.01, run
+
+
+def test_reported_p_values_match_an_independent_paired_bootstrap(repo, first_run):
+    # One seed per setup: each resample draws the test question groups (sorted by name) with
+    # replacement from numpy's default_rng(seed), as docs/evaluation.md states; the p-value is
+    # (1 + #|d* - d| >= |d|) / (1 + resamples). Recomputed here from the per-answer files alone.
+    import numpy as np
+
+    params = read_yaml(repo / "params.yaml")
+    resamples, seed = params["evaluate"]["bootstrap"]["resamples"], params["seed"]
+
+    def per_answer(run):
+        scores = [json.loads(line) for line in (repo / f"data/scores/{run}.jsonl").read_text().splitlines()]
+        nll = [json.loads(line) for line in (repo / f"data/likelihood/{run}.jsonl").read_text().splitlines()]
+        return ([r["group"] for r in scores], np.array([r["rouge-l"] for r in scores]),
+                np.array([r["nll_stats"] for r in nll], dtype=float))
+
+    groups = per_answer("base")[0]
+    names = sorted(set(groups))
+    member = np.array([names.index(g) for g in groups])
+    drawn = np.random.default_rng(seed).integers(0, len(names), size=(resamples, len(names)))
+    counts = np.stack([np.bincount(row, minlength=len(names))[member] for row in drawn]).astype(float)
+
+    def values(run):
+        _, rouge, nll = per_answer(run)
+        return {"rouge-l": (rouge.mean(), counts @ rouge / counts.sum(axis=1)),
+                "nll": (nll[:, 0].sum() / nll[:, 1].sum(), (counts @ nll[:, 0]) / (counts @ nll[:, 1]))}
+
+    table = list(csv.DictReader((repo / "plots/comparisons.csv").open(encoding="utf-8")))
+    assert table
+    for row in table:
+        a, b = (values(name if name in REFERENCES else f"{name}-42") for name in (row["a"], row["b"]))
+        for metric in ("nll", "rouge-l"):
+            diff = a[metric][0] - b[metric][0]
+            deltas = a[metric][1] - b[metric][1]
+            p = (1 + np.sum(np.abs(deltas - diff) >= abs(diff))) / (1 + resamples)
+            assert abs(float(row[f"{metric}_diff"]) - diff) < 0.01, (row["a"], row["b"], metric)
+            assert abs(float(row[f"{metric}_p"]) - p) < 0.01, (row["a"], row["b"], metric, row[f"{metric}_p"], p)
 
 
 def test_nested_splits_and_no_leak(repo, first_run):
@@ -177,7 +230,7 @@ def test_a_qlora_knob_reruns_only_the_qlora_side(repo, first_run):
         qlora = [r for r in RUNS if r.startswith("qlora-")]
         # The 4-bit base is loaded with the knob too; scoring reruns only if the answers change.
         assert set(json.loads(dvc(repo, "status", "--json").stdout)) == \
-            {f"{s}@{r}" for r in qlora for s in ("train", "generate")} | {"generate_base_4bit"}
+            {f"{s}@{r}" for r in qlora for s in ("train", "generate", "likelihood")} | {"generate_base_4bit", "likelihood_base_4bit"}
     finally:
         params_file.write_text(original, encoding="utf-8")
     dvc(repo, "repro", "check_params")  # back from DVC's run cache
@@ -187,7 +240,7 @@ def test_a_qlora_knob_reruns_only_the_qlora_side(repo, first_run):
 def test_lr_change_reruns_exactly_the_training_side(repo, first_run):
     back_to_first_run(repo, first_run)
     out = exp_run(repo, "train.lr=5e-5")
-    assert_ran_between(out, {f"{s}@{r}" for r in RUNS for s in ("train", "generate")} | {"check_params"},
+    assert_ran_between(out, {f"{s}@{r}" for r in RUNS for s in ("train", "generate", "likelihood")} | {"check_params"},
                        {f"evaluate@{r}" for r in RUNS} | {"summarize"})
     info = json.loads((repo / "metrics/runinfo/train-lora-200-42.json").read_text())
     lr = info["training_arguments"]["learning_rate"]
@@ -212,8 +265,8 @@ def test_lr_change_reruns_exactly_the_training_side(repo, first_run):
     table = subprocess.run([sys.executable, "-m", *command, "--no-pager"], cwd=repo, capture_output=True, text=True,
                            env={**dvc_env(), "COLUMNS": "160"}, check=True).stdout
     header = next(line for line in table.splitlines() if "Experiment" in line).split()
-    assert header == ["Experiment", "best_run", "best_rouge_l", "best_rouge_l_low", "best_rouge_l_high", "best_bleu",
-                      "best_train_s", "best_train_mb", "train.lr"], header
+    assert header == ["Experiment", "best_run", "best_nll", "best_nll_low", "best_nll_high", "best_rouge_l",
+                      "most_cost_effective", "train.lr"], header
     assert "…" not in table and max(map(len, table.splitlines())) <= 160, table
     rows = {exp: line.split() for line in table.splitlines() for exp in (first, second) if f"[{exp}]" in line}
     assert rows[first][-1] == "0.01" and rows[second][-1] == "5e-05", table
@@ -226,7 +279,8 @@ def test_editing_the_metrics_code_rescores_without_regenerating(repo, first_run)
     metrics.write_text(original.replace("ROUGE_KEYS = (", "# an edit to the metrics code\nROUGE_KEYS = ("), encoding="utf-8")
     try:
         out = dvc(repo, "repro")
-        assert_ran(out, {f"evaluate@{r}" for r in RUNS} | {"evaluate_base", "evaluate_base_4bit", "summarize"})
+        assert_ran(out, {f"{s}@{r}" for r in RUNS for s in ("likelihood", "evaluate")}
+                   | {"likelihood_base", "likelihood_base_4bit", "evaluate_base", "evaluate_base_4bit", "summarize"})
     finally:
         metrics.write_text(original, encoding="utf-8")
     dvc(repo, "repro")

@@ -1,13 +1,14 @@
-"""medqa_scale.evaluate.plots: the three summary figures are PNGs, the same bytes for the same table.
+"""medqa_scale.evaluate.plots: the summary figures are PNGs, the same bytes for the same table.
 
 Run: python -m pytest tests/test_plots.py -q
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
-from medqa_scale.evaluate.plots import plot_loss_curves, plot_method_comparison, plot_scale_comparison
+from medqa_scale.evaluate.plots import plot_loss_curves, plot_method_comparison, plot_scale_comparison, plot_scaling
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -51,3 +52,30 @@ def test_a_different_table_draws_a_different_figure(tmp_path):
     plot_scale_comparison(table(), tmp_path / "a.png")
     plot_scale_comparison(changed, tmp_path / "b.png")
     assert (tmp_path / "a.png").read_bytes() != (tmp_path / "b.png").read_bytes()
+
+
+def scaling_fits() -> dict[str, dict[str, dict]]:
+    from medqa_scale.evaluate.scaling import scaling_fit
+
+    rng, sizes = np.random.default_rng(0), [1000, 2000, 5000, 10000]
+    fits = {}
+    for method, offset in (("lora", 0.0), ("qlora", 0.1)):
+        nll = 2.5 + offset - 0.2 * np.log2(np.asarray(sizes) / 1000)
+        rouge = 20 - 10 * offset + 3 * np.log2(np.asarray(sizes) / 1000)
+        fits[method] = {key: scaling_fit(sizes, list(y), [v + rng.normal(0, spread, 200) for v in y],
+                                         [0.5, 1.0, 2.5, 5.0], 0.95)
+                        for key, y, spread in (("nll", nll, 0.05), ("rouge-l", rouge, 1.0))}
+    return fits
+
+
+def test_the_scaling_figure_is_a_png_with_the_same_bytes_on_every_run(tmp_path):
+    fits, metrics = scaling_fits(), {"nll": "answer NLL per token (lower is better)", "rouge-l": "ROUGE-L"}
+    plot_scaling(fits, metrics, tmp_path / "a.png", caption="builtin model, fp32 on CPU")
+    plot_scaling(fits, metrics, tmp_path / "b.png", caption="builtin model, fp32 on CPU")
+    png = (tmp_path / "a.png").read_bytes()
+    assert png[:8] == PNG and len(png) > 10_000
+    assert png == (tmp_path / "b.png").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png"]  # written atomically, no temp leftovers
+    fits["qlora"]["rouge-l"]["per_doubling"]["gain"] = 9.0  # the legend shows the gain per doubling
+    plot_scaling(fits, metrics, tmp_path / "c.png", caption="builtin model, fp32 on CPU")
+    assert (tmp_path / "c.png").read_bytes() != png

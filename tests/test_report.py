@@ -9,13 +9,18 @@ import pandas as pd
 
 from medqa_scale.evaluate.report import report_markdown
 
-METRICS = ("rouge-1", "rouge-2", "rouge-l", "bleu", "char-bleu-4")
+METRICS = ("nll", "rouge-1", "rouge-2", "rouge-l", "bleu", "char-bleu-4", "lf-rouge-l")
+HEALTH = {"ran_to_max_new_tokens": 0.05, "repeated_4grams": 0.125, "length_ratio": 0.8, "broken_characters": 0.0}
 
 
 def setup(run, method, n_train, score, cost=None, seeds=1):
-    row = {"run": run, "method": method, "n_train": n_train, "seeds": seeds}
+    row = {"run": run, "method": method, "n_train": n_train, "seeds": seeds, **HEALTH}
     for k in METRICS:
-        row.update({k: score, f"{k}_low": score - 2.5, f"{k}_high": score + 2.5, f"{k}_seed_sd": 1.25 if seeds > 1 else 0.0})
+        value = 3 - score / 50 if k == "nll" else score
+        width = 0.05 if k == "nll" else 2.5
+        row.update({k: value, f"{k}_low": value - width, f"{k}_high": value + width,
+                    f"{k}_seed_sd": width / 2 if seeds > 1 else 0.0})
+    row["perplexity"] = 2.718281828 ** row["nll"]
     if cost is not None:
         row.update(train_runtime_s=cost, train_tokens_per_second=900.0, train_peak_memory_mb=750.0,
                    train_peak_memory_kind="cuda_max_allocated", samples_per_second=40.0, tokens_per_second=800.0,
@@ -28,33 +33,79 @@ def setup(run, method, n_train, score, cost=None, seeds=1):
 TABLE = pd.DataFrame([setup("base", "base", 0, 18.0), setup("base-4bit", "base-4bit", 0, 17.0),
                       setup("lora-1k", "lora", 1000, 40.0, 10.0), setup("lora-2k", "lora", 2000, 44.0, 20.0),
                       setup("qlora-2k", "qlora", 2000, 43.0, 30.0)])
-PAIRS = [{"a": "lora-2k", "b": "lora-1k", "rouge-l_diff": 4.0, "rouge-l_p": 0.0004, "rouge-l_diff_low": 1.0,
-          "rouge-l_diff_high": 7.0, "bleu_diff": 1.5, "bleu_p": 0.2, "bleu_diff_low": -1.0, "bleu_diff_high": 4.0,
-          "rouge-l_reading": "no clear difference"}]
-CHOICE = {"choice": "lora-1k", "best": "lora-2k", "indistinguishable_from_best": ["lora-1k", "lora-2k", "qlora-2k"],
-          "rule": "the cheapest setup (lowest train_runtime_s) whose rouge-l interval overlaps the best setup's"}
+
+
+def pair(a, b, reading):
+    row = {"a": a, "b": b}
+    for k, (d, p) in {"nll": (-0.08, 0.0002), "rouge-l": (4.0, 0.0004), "bleu": (1.5, 0.2)}.items():
+        row.update({f"{k}_diff": d, f"{k}_p": p, f"{k}_p_holm": min(1, 3 * p), f"{k}_diff_low": d - 1, f"{k}_diff_high": d + 1,
+                    f"{k}_reading": reading})
+    return row
+
+
+PAIRS = [pair("lora-2k", "lora-1k", "lora-2k better")]
+CHOICE = {"metric": "nll", "choice": "lora-1k", "best": "lora-2k", "qualifying": ["lora-1k", "lora-2k", "qlora-2k"],
+          "within_margin": ["lora-1k", "lora-2k"], "shortfall_bound": {}, "rule": "THE RULE"}
+NONE = {"metric": "rouge-l", "choice": None, "best": None, "qualifying": [], "shortfall_bound": {}, "rule": "THE RULE"}
+STEP = {"from": 1000, "to": 2000, "gain": -0.08, "low": -0.1, "high": -0.06, "p": 0.00025, "extra_hours": 0.0028,
+        "gain_per_hour": -28.6}
+FIT = {"per_doubling": {"gain": -0.08, "low": -0.1, "high": -0.06}, "steps": [STEP], "saturating": None}
+FITS = {"lora": {"nll": FIT, "rouge-l": {**FIT, "steps": [{**STEP, "gain": 4.0, "low": 1.0, "high": 7.0, "p": 0.01}]}}}
 EXAMPLES = [{"question": "头痛怎么办？", "reference": "多休息|多喝水\n必要时就医",
              "answers": {"base": "不知道", "lora-2k-42": "多休息", "qlora-2k-42": "x" * 400}}]
 
 
-def render(**kw):
-    args = dict(confidence=0.95, resamples=1000, n_test=200, seeds=[42], produced_on="tiny model, fp32 on CPU (2 cores)")
-    return report_markdown(TABLE, PAIRS, CHOICE, EXAMPLES, **{**args, **kw})
+def render(choice=CHOICE, rouge_choice=None, **kw):
+    args = dict(primary="nll", alpha=0.05, margin={"nll": 0.02, "rouge-l": 1.0, "bleu": 1.0}, confidence=0.95,
+                resamples=3999, n_test=200, groups=150, seeds=[42], produced_on="tiny model, fp32 on CPU (2 cores)")
+    return report_markdown(TABLE, PAIRS, choice, rouge_choice or {**CHOICE, "metric": "rouge-l"}, FITS, EXAMPLES,
+                           **{**args, **kw})
 
 
-def test_the_report_states_the_verdict_by_its_rule():
+def test_the_report_opens_with_what_each_step_of_data_bought_then_the_verdict():
     md = render()
-    assert "**Most cost-effective: `lora-1k`** (ROUGE-L 40.00 [37.50, 42.50], 10 s of training)" in md
-    assert "Rule: the cheapest setup (lowest train_runtime_s) whose rouge-l interval overlaps the best setup's" in md
-    assert "best setup by ROUGE-L is `lora-2k`" in md and "`lora-1k, qlora-2k` cannot be told apart" in md
+    assert md.index("## What each step of data bought") < md.index("## Verdict") < md.index("## Results")
+    assert "![Scaling](scaling.png)" in md
+    assert "`lora`, answer NLL/token: -0.0800 [-0.1000, -0.0600] per doubling" in md
+    assert "| `lora` | 1000 → 2000 | -0.0800 [-0.1000, -0.0600] | ≤ 0.0003 | +4.00 [+1.00, +7.00] | 0.010 | 0.0028 | -28.600 |" in md
 
 
-def test_the_results_carry_intervals_and_the_comparisons_p_values_and_readings():
+def test_the_report_states_the_verdict_its_rule_and_its_multiplicity():
     md = render()
-    assert "| `lora-2k` | 2000 | 44.00 [41.50, 46.50] |" in md
+    assert "**Most cost-effective: `lora-1k`** (answer NLL/token 2.2000 [2.1500, 2.2500], 10 s of training)" in md
+    assert "The best qualifying setup is `lora-2k`" in md
+    assert "Rule (params `report`, fixed before the numbers): THE RULE." in md
+    assert "Holm's correction runs over all 3 p-values" in md and "1/(resamples + 1) = 0.00025" in md
+    assert "A verdict by the same rule on ROUGE-L agrees (`lora-1k`)." in md
+
+
+def test_without_a_qualifying_setup_no_winner_is_named():
+    md = render(choice={**NONE, "metric": "nll"}, rouge_choice=NONE)
+    assert "**No setup qualifies, so no setup is recommended.**" in md and "Most cost-effective" not in md
+
+
+def test_a_rouge_verdict_that_differs_is_said():
+    md = render(rouge_choice=NONE)
+    assert "A verdict by the same rule on ROUGE-L would differ: no setup qualifies on ROUGE-L." in md
+
+
+def test_one_seed_says_what_the_intervals_do_not_cover():
+    md = render()
+    assert "The intervals cover the test questions only" in md and "a difference between two single training runs" in md
+    assert "`-S strategy=thorough`" in md
+    several = render(seeds=[42, 43, 44])
+    assert "3 training seed(s) per setup (42, 43, 44)" in several and "of its seeds (two levels)" in several
+    assert "cover the test questions only" not in several
+
+
+def test_the_results_health_and_comparisons_carry_intervals_and_adjusted_p_values():
+    md = render()
+    assert "| `lora-2k` | 2000 | 2.1200 [2.0700, 2.1700] | 44.00 [41.50, 46.50] |" in md
     assert "| `base-4bit` | 0 |" in md
-    assert "| `lora-2k` | `lora-1k` | +4.00 [+1.00, +7.00] | < 0.001 | +1.50 [-1.00, +4.00] | 0.200 | no clear difference |" in md
-    assert "95% bootstrap intervals from 1000 resamples" in md and "200 test questions" in md
+    assert "| `lora-2k` | 5.0% | 12.5% | 0.80 | 0.0% |" in md
+    assert ("| `lora-2k` | `lora-1k` | -0.0800 [-1.0800, +0.9200] | +4.00 [+3.00, +5.00] | +1.50 [+0.50, +2.50] "
+            "| 0.0006 | 0.0012 | 0.600 | lora-2k better |") in md
+    assert "200 test questions in 150 groups" in md
     for figure in ("data_scale_comparison.png", "method_comparison.png", "loss_curves.png"):
         assert f"]({figure})" in md
 
@@ -63,12 +114,7 @@ def test_the_cost_table_names_what_memory_it_shows():
     md = render()
     assert "peak GPU memory (MB, CUDA max allocated)" in md
     assert "| `qlora-2k` | 30.0 | 900 | 750 | 40.0 | 800 | 1.5000 |" in md
-    assert "| `base` | 0 |" in md and "| `base` | 0.0" not in md  # references have no training cost row
-
-
-def test_several_seeds_show_their_spread():
-    md = render(seeds=[42, 43, 44])
-    assert "3 training seed(s) per setup (42, 43, 44)" in md and "and of the seeds" in md
+    assert "| `base` | 0.0" not in md  # references have no training cost row
 
 
 def test_example_answers_are_side_by_side_and_cannot_break_the_table():

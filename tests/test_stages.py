@@ -181,8 +181,9 @@ def test_generate_answers_and_evaluate_scores_them_apart(trained):
     proc = stage(trained, "stages.generate", "lora-64-42")
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = (trained / "data/predictions/lora-64-42.jsonl").read_text(encoding="utf-8").splitlines()
-    assert len(lines) == 8 and set(json.loads(lines[0])) == {"id", "question", "reference", "prediction"}
+    assert len(lines) == 8 and set(json.loads(lines[0])) == {"id", "group", "question", "reference", "prediction", "ran_out"}
     speed = json.loads((trained / "metrics/generate/lora-64-42.json").read_text())
+    assert speed["ran_to_max_new_tokens"] == sum(json.loads(line)["ran_out"] for line in lines) and "ran_out" not in speed
     assert speed["adapter"] == "merged" and speed["n_test"] == 8 and speed["samples_per_second"] > 0
     info = json.loads((trained / "metrics/runinfo/generate-lora-64-42.json").read_text())
     assert info["generation_config"]["do_sample"] is False and info["generation_config"]["repetition_penalty"] == 1.0
@@ -194,6 +195,23 @@ def test_generate_answers_and_evaluate_scores_them_apart(trained):
     scores = [json.loads(line) for line in (trained / "data/scores/lora-64-42.jsonl").read_text().splitlines()]
     assert [s["id"] for s in scores] == [json.loads(line)["id"] for line in lines]
     assert sum(s["rouge-l"] for s in scores) / 8 == pytest.approx(metrics["rouge-l"])
+
+
+def test_likelihood_scores_the_reference_answers_of_the_test_questions(trained):
+    import math
+
+    proc = stage(trained, "stages.likelihood", "lora-64-42")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (trained / "data/likelihood/lora-64-42.jsonl").read_text().splitlines()]
+    test = [json.loads(line) for line in (trained / "data/split/test.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in rows] == [t["id"] for t in test] and all(r["nll_stats"][1] > 0 for r in rows)
+    metrics = json.loads((trained / "metrics/likelihood/lora-64-42.json").read_text())
+    total = sum(r["nll_stats"][0] for r in rows) / sum(r["nll_stats"][1] for r in rows)
+    assert metrics["nll"] == pytest.approx(total) and metrics["perplexity"] == pytest.approx(math.exp(total))
+    assert metrics["interval"]["nll"]["low"] <= metrics["nll"] <= metrics["interval"]["nll"]["high"]
+    assert stage(trained, "stages.likelihood", "base").returncode == 0
+    base = json.loads((trained / "metrics/likelihood/base.json").read_text())
+    assert base["answer_tokens"] == metrics["answer_tokens"] and base["nll"] != metrics["nll"]
 
 
 def test_evaluate_max_samples_answers_the_first_test_questions(trained, tmp_path):

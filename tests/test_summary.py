@@ -15,12 +15,16 @@ from medqa_scale.evaluate.summary import QUALITY, curves_table, loss_curves, run
 
 
 def write_run(root: Path, run: str, rouge_l: float, train: bool = True) -> None:
-    for part in ("evaluate", "generate", "train"):
+    for part in ("likelihood", "evaluate", "generate", "train"):
         (root / part).mkdir(parents=True, exist_ok=True)
     scores = {"rouge-1": rouge_l + 10, "rouge-2": rouge_l - 10, "rouge-l": rouge_l, "bleu": rouge_l / 2,
-              "char-bleu-4": rouge_l / 3, "n_test": 200}
-    scores["interval"] = {k: {"low": v - 2, "high": v + 3} for k, v in list(scores.items())[:5]}
-    (root / "evaluate" / f"{run}.json").write_text(json.dumps(scores))
+              "lf-rouge-1": rouge_l + 11, "lf-rouge-2": rouge_l - 9, "lf-rouge-l": rouge_l + 1, "char-bleu-4": rouge_l / 3}
+    interval = {k: {"low": v - 2, "high": v + 3} for k, v in scores.items()}
+    health = {"ran_to_max_new_tokens": 0.005, "repeated_4grams": 0.1, "length_ratio": 0.9, "broken_characters": 0.0}
+    (root / "evaluate" / f"{run}.json").write_text(json.dumps({**scores, "n_test": 200, "health": health, "interval": interval}))
+    nll = 3 - rouge_l / 50  # better runs: lower NLL
+    (root / "likelihood" / f"{run}.json").write_text(json.dumps({
+        "nll": nll, "perplexity": 2.718281828 ** nll, "interval": {"nll": {"low": nll - 0.05, "high": nll + 0.05}}}))
     (root / "generate" / f"{run}.json").write_text(json.dumps({
         "samples_per_second": 3.0, "tokens_per_second": 30.0, "peak_memory_mb": 700.0, "ran_to_max_new_tokens": 1}))
     if train:
@@ -60,8 +64,8 @@ def test_the_runs_table_has_the_references_first_and_one_row_per_seed(metrics):
 def setups_of(runs):
     quality = {}
     for setup, group in runs.groupby("setup", sort=False):
-        quality[setup] = {"seeds": len(group), **{k: group[k].mean() for k in QUALITY},
-                          **{f"{k}_{end}": group[f"{k}_{end}"].mean() for k in QUALITY for end in ("low", "high")}}
+        quality[setup] = {"seeds": len(group), **{k: group[k].mean() for k in ["nll", *QUALITY]},
+                          **{f"{k}_{end}": group[f"{k}_{end}"].mean() for k in ["nll", *QUALITY] for end in ("low", "high")}}
     return setups_table(runs, quality)
 
 
@@ -74,19 +78,33 @@ def test_the_setups_table_has_one_row_per_method_and_scale_with_the_mean_cost(me
     assert pd.isna(table.loc[0, "train_runtime_s"]) and table.loc[0, "samples_per_second"] == 3.0
 
 
-def test_summary_names_the_best_setup_the_verdict_and_the_gain_over_the_base_model(metrics):
+def choice(best, pick, qualifying, metric="nll"):
+    return {"metric": metric, "best": best, "choice": pick, "qualifying": qualifying}
+
+
+def test_summary_names_the_primary_metric_the_best_setup_the_verdict_and_the_references(metrics):
     table = setups_of(runs_table(RUNS, metrics))
-    s = summary(table, {"choice": "lora-2k", "best": "lora-2k"})
-    assert s["best_run"] == "lora-2k" and s["best_rouge_l"] == 49.0
-    assert (s["best_rouge_l_low"], s["best_rouge_l_high"]) == (47.0, 52.0)
-    assert s["best_gain_rouge_l"] == pytest.approx(31.0)
-    assert s["most_cost_effective"] == "lora-2k" and s["most_cost_effective_train_runtime_s"] == pytest.approx(12.25)
-    assert s["setups_clearly_above_base_rouge_l"] == 4 and s["setups"] == 4
-    assert s["base_bleu"] == 9.0
+    s = summary(table, choice("lora-2k", "lora-1k", ["lora-1k", "lora-2k"]), choice("lora-2k", "lora-2k", ["lora-2k"], "rouge-l"))
+    assert s["primary_metric"] == "nll" and s["best_run"] == "lora-2k"
+    assert s["best_nll"] == pytest.approx(3 - 49 / 50) and s["best_nll_low"] == pytest.approx(3 - 49 / 50 - 0.05)
+    assert s["best_rouge_l"] == 49.0 and s["best_bleu"] == 24.5
+    assert s["most_cost_effective"] == "lora-1k" and s["most_cost_effective_train_runtime_s"] == pytest.approx(8.0)
+    assert s["most_cost_effective_nll"] == pytest.approx(3 - 32 / 50)
+    assert s["base_nll"] == pytest.approx(3 - 18 / 50) and s["base_bleu"] == 9.0
+    assert s["qualifying_setups"] == 2 and s["setups"] == 4
+    assert s["rouge_l_verdict"] == "lora-2k" and s["rouge_l_verdict_agrees"] is False
     assert s["best_train_s"] == pytest.approx(12.25) and s["best_train_mb"] == 750.0
     # The order is `dvc exp show`'s column order: what people compare first.
-    assert list(s)[:7] == ["best_run", "best_rouge_l", "best_rouge_l_low", "best_rouge_l_high", "best_bleu",
-                           "best_train_s", "best_train_mb"]
+    assert list(s)[:8] == ["primary_metric", "best_run", "best_nll", "best_nll_low", "best_nll_high", "best_rouge_l",
+                           "best_bleu", "best_train_s"]
+
+
+def test_without_a_qualifying_setup_the_summary_names_none(metrics):
+    table = setups_of(runs_table(RUNS, metrics))
+    s = summary(table, choice(None, None, []), choice(None, None, [], "rouge-l"))
+    assert s["best_run"] is None and s["most_cost_effective"] is None and s["best_nll"] is None
+    assert s["qualifying_setups"] == 0 and s["rouge_l_verdict_agrees"] is True
+    json.dumps(s)  # null, not NaN: `dvc metrics show` reads it
 
 
 def test_loss_curves_put_every_scale_on_the_samples_seen_axis(tmp_path):

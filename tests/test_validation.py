@@ -328,3 +328,27 @@ def test_an_unknown_generation_backend_is_reported(params):
     params["evaluate"]["backend"] = "tgi"
     problems = validate(params)
     assert _keys(problems) == ["evaluate.backend"] and "'transformers' or 'vllm'" in problems[0]
+
+
+@pytest.mark.parametrize("primary, margin, key", [("nll", {"rouge-l": 1.0, "bleu": 1.0}, "report.margin.nll"),
+                                                  ("rouge-l", {"nll": 0.02, "rouge-l": -1.0, "bleu": 1.0}, "report.margin.rouge-l")])
+def test_every_compared_metric_needs_a_margin(params, primary, margin, key):
+    params["report"].update(primary_metric=primary, margin=margin)
+    problems = validate(params)
+    assert _keys(problems) == [key] and "δ" in problems[0]
+
+
+def test_an_unknown_primary_metric_is_reported(params):
+    params["report"]["primary_metric"] = "accuracy"
+    assert _keys(validate(params)) == ["report.primary_metric"]
+
+
+def test_a_bootstrap_too_coarse_for_holm_to_call_anything_is_reported(params):
+    # 2 methods x 3 scales: 13 pairs x 3 metrics = 39 p-values; 500 resamples give p >= 1/501, which
+    # Holm lifts to 39/501 = 0.078 >= 0.05.
+    params["methods"], params["split"]["scales"] = ["lora", "qlora"], ["1k", "2k", "5k"]
+    params["evaluate"]["bootstrap"]["resamples"] = 500
+    problems = validate(params)
+    assert _keys(problems) == ["evaluate.bootstrap.resamples"] and "39 comparisons" in problems[0] and "0.078" in problems[0]
+    params["evaluate"]["bootstrap"]["resamples"] = 2400
+    assert validate(params) == []

@@ -126,7 +126,11 @@ def most_cost_effective(summary_file: Path, seeds: list[int]) -> str:
     """The run of the report's most cost-effective setup with the first seed (`lora-5k` -> `lora-5k-42`)."""
     if not summary_file.exists():
         raise PipelineError(f"{summary_file} not found: run `dvc repro summarize` first, or name the run")
-    return f"{read_json(summary_file)['most_cost_effective']}-{seeds[0]}"
+    setup = read_json(summary_file)["most_cost_effective"]
+    if setup is None:
+        raise PipelineError(f"{summary_file} names no most cost-effective setup (none beat its reference; see "
+                            "plots/report.md): name the run to export, e.g. lora-2k-42")
+    return f"{setup}-{seeds[0]}"
 
 
 def main(argv: list[str] | None = None) -> None:

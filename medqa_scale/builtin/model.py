@@ -7,6 +7,7 @@ through the same `from_pretrained` path as Qwen2.5.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from pathlib import Path
@@ -38,22 +39,73 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """A byte-level BPE built as Qwen2's is (NFC, its split pattern, no unknown tokens), trained on `texts`."""
+# Qwen2's byte-level step; its regex is applied by the Split before it. It writes text as one
+# symbol per UTF-8 byte, the form the vocabulary and merges are written in.
+BYTE_LEVEL = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+
+
+def byte_level(text: str) -> str:
+    """`text` as the ByteLevel pre-tokenizer writes it: one symbol per UTF-8 byte."""
+    return BYTE_LEVEL.pre_tokenize_str(text)[0][0]
+
+
+def character_merges(chars: list[str]) -> list[tuple[str, str]]:
+    """The byte-level merges that build each of `chars` from its UTF-8 bytes, left to right, so that
+    characters beginning with the same bytes share those pieces; in order, without repeats."""
+    merges, seen = [], set()
+    for ch in chars:
+        symbols = byte_level(ch)
+        for i in range(1, len(symbols)):
+            pair = (symbols[:i], symbols[i])
+            if pair not in seen:
+                seen.add(pair)
+                merges.append(pair)
+    return merges
+
+
+def word_merges(texts: list[str], chars: list[str], n_tokens: int) -> list[tuple[str, str]]:
+    """Merges of whole characters into words that a character-level BPE learns from `texts`, split
+    as Qwen2 splits, until it has `n_tokens` new tokens (a merge whose token it has adds none); in the order
+    learned, as character strings. `chars` are the characters of `texts` after NFC."""
     tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False)
+    trainer = trainers.BpeTrainer(vocab_size=len(chars) + n_tokens, initial_alphabet=chars, show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    return [tuple(pair) for pair in json.loads(tok.to_str())["model"]["merges"]]
+
+
+def build_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """A byte-level BPE built as Qwen2's is (NFC, its split pattern, no unknown tokens) in which
+    every character of `texts` (after NFC) is one token; other characters fall back to bytes.
+
+    The vocabulary holds the special tokens, the 256 bytes, every character of `texts` with the
+    pieces of its bytes, then words learned from `texts`, up to `vocab_size` tokens in all (fewer
+    if `texts` offer no more words); more than `vocab_size` when the characters alone need more.
+    """
+    nfc = normalizers.NFC()
+    chars = sorted({ch for text in texts for ch in nfc.normalize_str(text)})
+    # Ranked first, so a character is whole before any merge across characters can apply. None
+    # can preempt them: in UTF-8 a lead byte is followed only by its own continuation bytes, and
+    # no character's bytes begin another's, so each of these merges stays inside one character.
+    merges = character_merges(chars)
+    # Merges of whole characters, ranked after: by then each known character is one symbol, so
+    # they apply as the character-level BPE learned them (a symbol that spells whole characters
+    # starts and ends on character boundaries). Unknown characters' bytes never join a word.
+    room = vocab_size - len(SPECIAL_TOKENS) - 256 - len(merges)
+    merges += [(byte_level(a), byte_level(b)) for a, b in word_merges(texts, chars, max(room, 0))]
+    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    for a, b in merges:
+        vocab.setdefault(a + b, len(vocab))
+
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tok.add_special_tokens(SPECIAL_TOKENS)
     tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        BYTE_LEVEL,
     ])
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(texts, trainer=trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|im_end|>",

@@ -233,6 +233,13 @@ class Evaluate(Section):
     bootstrap: Bootstrap
 
 
+class Report(Section):
+    primary_metric: Literal["nll", "rouge-1", "rouge-2", "rouge-l", "bleu"] = Field(
+        description="the verdict's metric: nll (the reference answer's NLL per token) or a generation metric")
+    alpha: float = Field(gt=0, lt=0.5, description="family-wise error rate, Holm-adjusted over the report's comparisons")
+    margin: dict[str, float] = Field(description="δ per metric: how much worse than the best a cheaper setup may be")
+
+
 class Gguf(Section):
     check_prompts: int = Field(ge=1, description="test prompts llama.cpp answers in the check")
     min_q8_0_rouge_l: float = Field(ge=0, le=100)
@@ -259,6 +266,7 @@ class Params(Section):
     quantization: Quantization
     train: Train
     evaluate: Evaluate
+    report: Report
     export: Export
 
 
@@ -361,8 +369,27 @@ def project_problems(p: dict) -> list[str]:
             if m not in method_args:
                 bad(f"train.method_args.{m}", "missing: give per_device_train_batch_size and gradient_accumulation_steps")
 
+    _check_report(_mapping(p, "report"), evaluate, methods, sizes, bad)
     problems += _library_field_problems(p)
     return problems
+
+
+def _check_report(report: dict, evaluate: dict, methods, sizes: list[int], bad) -> None:
+    """Every compared metric has a margin, and the bootstrap is fine enough that Holm's correction
+    over the report's comparisons can call a difference at all."""
+    primary, alpha, margin = report.get("primary_metric"), report.get("alpha"), report.get("margin")
+    if primary in ("nll", "rouge-1", "rouge-2", "rouge-l", "bleu") and isinstance(margin, dict):
+        for metric in dict.fromkeys([primary, "rouge-l", "bleu"]):
+            if not isinstance(margin.get(metric), (int, float)) or margin[metric] < 0:
+                bad(f"report.margin.{metric}", "give δ >= 0 for every compared metric (the primary one, rouge-l, bleu)")
+    resamples = _mapping(evaluate, "bootstrap").get("resamples")
+    if isinstance(methods, list) and sizes and _positive_int(resamples) and isinstance(alpha, float):
+        m, s = len(set(map(str, methods))), len(sizes)
+        family = 3 * (m * s + m * (s - 1) + (s if m > 1 else 0))
+        if family / (resamples + 1) >= alpha:
+            bad("evaluate.bootstrap.resamples", f"{resamples} resamples give p-values no smaller than 1/{resamples + 1}, which "
+                f"Holm's correction over {family} comparisons lifts to at least {family / (resamples + 1):.3f}, not below "
+                f"report.alpha ({alpha}): no difference could be called; use at least {int(3 * family / alpha)}")
 
 
 def _check_sources(sources, bad) -> int | None:

@@ -44,7 +44,8 @@ def turn_end_id(tokenizer) -> int:
 def generate_answers(model, tokenizer, chats: list[list[dict]], batch_size: int, config,
                      template_kwargs: dict | None = None):
     """Greedy answers in input order under `config` (generation_config), and the speed they were
-    produced at (with how many answers ran to max_new_tokens instead of ending).
+    produced at (with how many answers ran to max_new_tokens instead of ending, and under
+    "ran_out" which ones, in input order).
     `template_kwargs`: params model.chat_template_kwargs."""
     import torch
 
@@ -53,7 +54,7 @@ def generate_answers(model, tokenizer, chats: list[list[dict]], batch_size: int,
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     model.generation_config = config  # nothing left to inherit
     stop = set(config.eos_token_id)
-    answers, generated, truncated = [None] * len(prompts), 0, 0
+    answers, ran_out, generated = [None] * len(prompts), [False] * len(prompts), 0
     start = time.perf_counter()
     for i in tqdm(range(0, len(order), batch_size), desc="generating", unit="batch"):
         idx = order[i:i + batch_size]
@@ -61,13 +62,12 @@ def generate_answers(model, tokenizer, chats: list[list[dict]], batch_size: int,
         with torch.inference_mode():
             out = model.generate(**batch, generation_config=config)
         for j, row in zip(idx, out[:, batch["input_ids"].shape[1]:].tolist()):
-            tokens, ran_out = answer_tokens(row, stop)
-            truncated += ran_out
+            tokens, ran_out[j] = answer_tokens(row, stop)
             generated += len(tokens)
             answers[j] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
     elapsed = time.perf_counter() - start
     return answers, {"samples_per_second": len(prompts) / elapsed, "tokens_per_second": generated / elapsed,
-                     "generation_seconds": elapsed, "ran_to_max_new_tokens": truncated}
+                     "generation_seconds": elapsed, "ran_to_max_new_tokens": sum(ran_out), "ran_out": ran_out}
 
 
 def answer_tokens(row: list[int], stop: set[int]) -> tuple[list[int], bool]:
@@ -101,6 +101,6 @@ def vllm_answers(base: Path, adapter: Path | None, tokenizer, chats: list[list[d
     elapsed = time.perf_counter() - start
     answers = [o.outputs[0].text.strip() for o in outputs]
     generated = sum(len(o.outputs[0].token_ids) for o in outputs)
-    truncated = sum(o.outputs[0].finish_reason == "length" for o in outputs)
+    ran_out = [o.outputs[0].finish_reason == "length" for o in outputs]
     return answers, {"samples_per_second": len(prompts) / elapsed, "tokens_per_second": generated / elapsed,
-                     "generation_seconds": elapsed, "ran_to_max_new_tokens": truncated}
+                     "generation_seconds": elapsed, "ran_to_max_new_tokens": sum(ran_out), "ran_out": ran_out}

@@ -1,4 +1,5 @@
-"""The summary figures: what more data buys, LoRA against QLoRA, and the training curves.
+"""The summary figures: what more data buys, what each doubling of it bought, LoRA against QLoRA,
+and the training curves.
 
 PNG files, written atomically and without a timestamp, so an unchanged table gives the same bytes.
 """
@@ -8,11 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 import pandas as pd
 
 matplotlib.use("Agg")  # files only, no display; before pyplot is imported
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.ticker import NullLocator  # noqa: E402
 
 from medqa_scale.core.durable import atomic_path  # noqa: E402
 from medqa_scale.core.params import BASE_4BIT_RUN, BASE_RUN, REFERENCE_RUNS  # noqa: E402
@@ -53,6 +56,40 @@ def plot_scale_comparison(table: pd.DataFrame, path: Path) -> None:
         ax.legend(fontsize=8)
     fig.suptitle(f"Data scale: what more training samples buy\n{caption(tuned)}")
     _save(fig, path)
+    plt.close(fig)
+
+
+def plot_scaling(fits: dict[str, dict[str, dict]], metrics: dict[str, str], out: Path, caption: str | None = None) -> None:
+    """One panel per metric (`metrics` maps its key to the axis label), training samples on a log2
+    axis: for each method in `fits[method][metric]` (scaling.scaling_fit results) the scales with
+    their intervals, the fitted line with its band, and the gain per doubling in the legend."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.2), squeeze=False)
+    colors = dict(zip(fits, sns.color_palette()))
+    for ax, (metric, label) in zip(axes[0], metrics.items()):
+        sizes = set()
+        for i, (method, by_metric) in enumerate(fits.items()):
+            if metric not in by_metric:
+                continue
+            fit = by_metric[metric]
+            n = np.array([s["n"] for s in fit["scales"]], dtype=float)
+            value = np.array([s["value"] for s in fit["scales"]])
+            # a point estimate may lie outside its percentile interval; errorbar refuses negative lengths
+            err = np.clip([value - [s["low"] for s in fit["scales"]], [s["high"] for s in fit["scales"]] - value], 0, None)
+            dodge = 2.0 ** (0.03 * (i - (len(fits) - 1) / 2))  # side by side, so the error bars do not hide each other
+            gain = fit["per_doubling"]
+            ax.errorbar(n * dodge, value, yerr=err, fmt="o", capsize=3, color=colors[method],
+                        label=f"{method}: {gain['gain']:+.3g} per doubling [{gain['low']:+.3g}, {gain['high']:+.3g}]")
+            line = {k: np.asarray(v) for k, v in fit["line"].items()}
+            ax.plot(2.0 ** line["x"], line["fit"], color=colors[method])
+            ax.fill_between(2.0 ** line["x"], line["low"], line["high"], color=colors[method], alpha=0.2)
+            sizes.update(int(s) for s in n)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(sizes), [f"{s:,}" for s in sorted(sizes)])
+        ax.xaxis.set_minor_locator(NullLocator())  # only the scales trained
+        ax.set(xlabel="training samples (log2 scale)", ylabel="", title=label)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"What each doubling of training data bought\n{caption or ''}".strip())
+    _save(fig, out)
     plt.close(fig)
 
 

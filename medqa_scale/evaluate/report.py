@@ -1,7 +1,8 @@
 """plots/report.md: the page that answers the study's question, as a pure function of the tables.
 
-Every number carries its interval; a difference is called only where the intervals do not
-overlap; the recommended setup follows a rule stated on the page.
+It opens with what each step of data bought, then the verdict by the rule fixed in params. Every
+number carries its interval; a difference is called only where the Holm-adjusted paired p-value
+is below alpha; the page states the rule, the family it corrects over and what the intervals cover.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ import pandas as pd
 
 from medqa_scale.core.params import BASE_4BIT_RUN, BASE_RUN, REFERENCE_RUNS
 
-METRIC_LABELS = {"rouge-1": "ROUGE-1", "rouge-2": "ROUGE-2", "rouge-l": "ROUGE-L", "bleu": "BLEU",
-                 "char-bleu-4": "char-BLEU-4"}
+METRIC_LABELS = {"nll": "answer NLL/token", "rouge-1": "ROUGE-1", "rouge-2": "ROUGE-2", "rouge-l": "ROUGE-L",
+                 "bleu": "BLEU", "char-bleu-4": "char-BLEU-4", "lf-rouge-l": "ROUGE-L (LLaMA-Factory)"}
 MEMORY_LABELS = {"cuda_max_allocated": "peak GPU memory (MB, CUDA max allocated)",
                  "cpu_rss_growth_over_loaded_model": "memory growth over the loaded model (MB, CPU RSS)"}
 
@@ -28,86 +29,157 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def _digits(metric: str) -> int:
+    return 4 if metric == "nll" else 2
+
+
 def _with_interval(row, k: str) -> str:
-    spread = f" ± {row[f'{k}_seed_sd']:.2f}" if row.get("seeds", 1) > 1 else ""
-    return f"{row[k]:.2f}{spread} [{row[f'{k}_low']:.2f}, {row[f'{k}_high']:.2f}]"
+    d = _digits(k)
+    spread = f" ± {row[f'{k}_seed_sd']:.{d}f}" if row.get("seeds", 1) > 1 else ""
+    return f"{row[k]:.{d}f}{spread} [{row[f'{k}_low']:.{d}f}, {row[f'{k}_high']:.{d}f}]"
 
 
-def _p(p: float) -> str:
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+def _diff(value: float, low: float, high: float, metric: str) -> str:
+    d = _digits(metric)
+    return f"{value:+.{d}f} [{low:+.{d}f}, {high:+.{d}f}]"
 
 
-def report_markdown(setups: pd.DataFrame, comparisons: list[dict], choice: dict, examples: list[dict], *,
-                    confidence: float, resamples: int, n_test: int, seeds: list[int], produced_on: str) -> str:
-    """The report: verdict, results with intervals, figures, comparisons with p-values, costs, and
-    example answers side by side."""
+def _p(p: float, floor: float) -> str:
+    return f"≤ {floor:.4f}" if p <= floor else f"{p:.4f}" if p < 0.01 else f"{p:.3f}"
+
+
+def _better(metric: str) -> str:
+    return "lower is better" if metric == "nll" else "higher is better"
+
+
+def report_markdown(setups: pd.DataFrame, comparisons: list[dict], choice: dict, rouge_choice: dict, fits: dict,
+                    examples: list[dict], *, primary: str, alpha: float, margin: dict, confidence: float, resamples: int,
+                    n_test: int, groups: int, seeds: list[int], produced_on: str) -> str:
+    """The report: what each step of data bought, the verdict, results with intervals, generation
+    health, comparisons with Holm-adjusted p-values, costs, and example answers side by side.
+    `fits[method][metric]` are medqa_scale.evaluate.scaling.scaling_fit results."""
     rows = setups.to_dict("records")  # dicts: metric names such as rouge-l are not attribute names
     tuned = [r for r in rows if r["run"] not in REFERENCE_RUNS]
     by_run = {r["run"]: r for r in rows}
-    pick, best = by_run[choice["choice"]], by_run[choice["best"]]
-    level = f"{confidence:.0%}"
-    others = [r for r in choice["indistinguishable_from_best"] if r != best['run']]
+    level, label = f"{confidence:.0%}", METRIC_LABELS[primary]
+    floor = 1 / (resamples + 1)
+    compared = [k for k in dict.fromkeys([primary, "rouge-l", "bleu"])]
+    family = len(comparisons) * len(compared)
     out = [
         "# What fine-tuning data is worth: results",
         "",
-        f"Produced on {produced_on}. {n_test} test questions; {len(seeds)} training seed(s) per setup "
-        f"({', '.join(map(str, seeds))}). Intervals are {level} bootstrap intervals from {resamples} resamples of the "
-        "test questions" + (" and of the seeds" if len(seeds) > 1 else "") + ". "
-        + ("Values are means over seeds ± their standard deviation. " if len(seeds) > 1 else "")
-        + "ROUGE is jieba-segmented F1 x100 (rouge-chinese); BLEU is sacrebleu's corpus BLEU (tokenize zh); "
-        "char-BLEU-4 is LLaMA-Factory's character-level sentence BLEU-4.",
-        "",
-        "## Verdict",
-        "",
-        f"**Most cost-effective: `{pick['run']}`** (ROUGE-L {_with_interval(pick, 'rouge-l')}, "
-        f"{pick['train_runtime_s']:.0f} s of training).",
-        "",
-        f"Rule: {choice['rule']}. The best setup by ROUGE-L is `{best['run']}` "
-        f"({_with_interval(best, 'rouge-l')})"
-        + (f"; `{', '.join(others)}` cannot be told apart from it (their intervals overlap), so the cheapest of "
-           "those is chosen." if others else "; no other setup's interval overlaps it."),
-        "",
-        "## Results",
-        "",
-        _table(["setup", "training samples", *METRIC_LABELS.values()],
-               [[f"`{r['run']}`", r["n_train"], *(_with_interval(r, k) for k in METRIC_LABELS)] for r in rows]),
-        "",
-        f"`{BASE_RUN}` is the base model without an adapter; `{BASE_4BIT_RUN}` is the same model loaded 4-bit (NF4) as "
-        "QLoRA trains on it, so that QLoRA's gain is measured against the model it trains.",
-        "",
-        "![Data scale](data_scale_comparison.png)",
-        "",
-        "## Comparisons",
-        "",
-        f"Paired bootstrap on the same resampled questions: the difference (first minus second), its {level} interval "
-        "and two-sided p-value. A difference is called only where the two setups' intervals do not overlap; "
-        "elsewhere the reading is \"no clear difference\" and no winner is picked.",
-        "",
-        _table(["first", "second", "Δ ROUGE-L [interval]", "p", "Δ BLEU [interval]", "p", "reading (ROUGE-L)"],
-               [[f"`{c['a']}`", f"`{c['b']}`",
-                 f"{c['rouge-l_diff']:+.2f} [{c['rouge-l_diff_low']:+.2f}, {c['rouge-l_diff_high']:+.2f}]", _p(c["rouge-l_p"]),
-                 f"{c['bleu_diff']:+.2f} [{c['bleu_diff_low']:+.2f}, {c['bleu_diff_high']:+.2f}]", _p(c["bleu_p"]),
-                 c["rouge-l_reading"]] for c in comparisons]),
-        "",
-        "![LoRA against QLoRA](method_comparison.png)",
-        "",
-        "## Cost",
-        "",
-        _table(["setup", "training time (s)", "training tokens/s", MEMORY_LABELS.get(tuned[0]["train_peak_memory_kind"], "peak memory (MB)"),
-                "answers/s", "generated tokens/s", "best eval loss"],
-               [[f"`{r['run']}`", f"{r['train_runtime_s']:.1f}", f"{r['train_tokens_per_second']:.0f}",
-                 f"{r['train_peak_memory_mb']:.0f}", f"{r['samples_per_second']:.1f}", f"{r['tokens_per_second']:.0f}",
-                 f"{r['best_eval_loss']:.4f}"] for r in tuned]),
-        "",
-        "Training time counts optimizer steps only (evaluation and checkpoint saving are apart, in "
-        "metrics/train/). Answers/s is batched greedy generation; LoRA adapters are merged into the base for it, "
-        "QLoRA adapters run unmerged on the 4-bit base.",
-        "",
-        "![Training curves](loss_curves.png)",
-        "",
-        "## Example answers",
+        f"Produced on {produced_on}. {n_test} test questions in {groups} groups (a group's questions share one answer "
+        f"and are held out together); {len(seeds)} training seed(s) per setup ({', '.join(map(str, seeds))}). "
+        f"Intervals are {level} percentile intervals of a bootstrap with {resamples} resamples of the question groups"
+        + (" and, within each setup, of its seeds (two levels), so they hold the spread between training runs"
+           if len(seeds) > 1 else "") + ".",
         "",
     ]
+    if len(seeds) == 1:
+        out += ["**One seed per setup.** The intervals cover the test questions only. A difference between methods "
+                "or scales is a difference between two single training runs; how much another seed would move it is "
+                "not in any interval or p-value here. `-S strategy=thorough` trains 3 seeds per setup.", ""]
+    out += [
+        f"The primary metric is **{label}** ({_better(primary)}): the reference answer's negative log-likelihood per "
+        "answer token under each model, teacher-forced, counted as the training loss counts it. It measures the model, "
+        "not the decoder, so a repetition loop or a stopping decision does not move it. ROUGE is jieba-word F1 x100 "
+        "counting every n-gram occurrence, punctuation left out; BLEU is sacrebleu's corpus BLEU (tokenize zh); "
+        "LLaMA-Factory's ROUGE and char-BLEU-4 are in results_summary.csv for comparison with papers.",
+        "",
+        "## What each step of data bought",
+        "",
+        "![Scaling](scaling.png)",
+        "",
+    ]
+    for method, by_metric in fits.items():
+        for metric, fit in by_metric.items():
+            g = fit["per_doubling"]
+            out.append(f"- `{method}`, {METRIC_LABELS[metric]}: {_diff(g['gain'], g['low'], g['high'], metric)} per "
+                       f"doubling of the training set ({_better(metric)}).")
+            sat = fit.get("saturating")
+            if sat and sat.get("next_doubling"):
+                n = sat["next_doubling"]
+                out.append(f"  Saturating fit ({sat['form']}): the next doubling would give "
+                           f"{_diff(n['gain'], n['low'], n['high'], metric)}, an extrapolation beyond the data.")
+    out += ["", _table(["method", "step", f"Δ {label} [interval]", "p", "Δ ROUGE-L [interval]", "p",
+                        "extra training (h)", f"Δ {label} per hour"],
+                       [[f"`{m}`", f"{a['from']} → {a['to']}", _diff(a["gain"], a["low"], a["high"], primary), _p(a["p"], floor),
+                         _diff(b["gain"], b["low"], b["high"], "rouge-l"), _p(b["p"], floor), f"{a['extra_hours']:.4f}",
+                         "–" if a["gain_per_hour"] is None else f"{a['gain_per_hour']:+.3f}"]
+                        for m, f in fits.items() for a, b in zip(f[primary]["steps"], f["rouge-l"]["steps"])]),
+            "", "Step p-values are paired and unadjusted; the comparisons below adjust the same steps for multiplicity. "
+            "Hours are training time on the recorded hardware.", ""]
+    out += ["## Verdict", ""]
+    if choice["choice"] is None:
+        out += ["**No setup qualifies, so no setup is recommended.** None beat its own reference on "
+                f"{label} at the Holm-adjusted level."]
+    else:
+        pick, best = by_run[choice["choice"]], by_run[choice["best"]]
+        out += [f"**Most cost-effective: `{pick['run']}`** ({label} {_with_interval(pick, primary)}, "
+                f"{pick['train_runtime_s']:.0f} s of training). The best qualifying setup is `{best['run']}` "
+                f"({_with_interval(best, primary)}). Qualifying: {', '.join(f'`{s}`' for s in choice['qualifying'])}; "
+                f"within δ of the best: {', '.join(f'`{s}`' for s in choice['within_margin'])}."]
+    out += ["", f"Rule (params `report`, fixed before the numbers): {choice['rule']}. α = {alpha:g} is family-wise: "
+            f"Holm's correction runs over all {family} p-values of the comparisons table ({len(comparisons)} pairs x "
+            f"{len(compared)} metrics). p-values resolve to 1/(resamples + 1) = {floor:.5f}. "
+            f"Margins δ: {', '.join(f'{k} {v:g}' for k, v in margin.items())}.", ""]
+    if rouge_choice["choice"] == choice["choice"]:
+        out += [f"A verdict by the same rule on ROUGE-L agrees (`{rouge_choice['choice']}`).", ""]
+    else:
+        out += [f"A verdict by the same rule on ROUGE-L would differ: "
+                + (f"`{rouge_choice['choice']}`." if rouge_choice["choice"] else "no setup qualifies on ROUGE-L.")
+                + " ROUGE-L follows the decoder as well as the model (see generation health).", ""]
+    metric_cols = [k for k in METRIC_LABELS if k in setups]
+    out += ["## Results", "",
+            _table(["setup", "training samples", *(METRIC_LABELS[k] for k in metric_cols), "perplexity"],
+                   [[f"`{r['run']}`", r["n_train"], *(_with_interval(r, k) for k in metric_cols), f"{r['perplexity']:.2f}"]
+                    for r in rows]),
+            "",
+            f"`{BASE_RUN}` is the base model without an adapter; `{BASE_4BIT_RUN}` is the same model loaded 4-bit (NF4) as "
+            "QLoRA trains on it, so that QLoRA's gain is measured against the model it trains."
+            + (" Values are means over seeds ± their standard deviation." if len(seeds) > 1 else ""),
+            "",
+            "## Generation health", "",
+            "What the generation metrics rest on: answers that ran to max_new_tokens instead of ending, the mean share "
+            "of repeated character 4-grams in an answer (loops), answer length over reference length, and answers "
+            "holding broken characters (U+FFFD). Where these differ between setups, so may ROUGE, for reasons other "
+            "than what the model knows.",
+            "",
+            _table(["setup", "ran to max_new_tokens", "repeated 4-grams", "length / reference", "broken characters"],
+                   [[f"`{r['run']}`", f"{r['ran_to_max_new_tokens']:.1%}", f"{r['repeated_4grams']:.1%}",
+                     f"{r['length_ratio']:.2f}", f"{r['broken_characters']:.1%}"] for r in rows]),
+            "",
+            "## Comparisons", "",
+            f"Paired bootstrap on the same resampled question groups: the difference (first minus second), its {level} "
+            "interval, and the two-sided p-value Holm-adjusted over the whole table. The reading follows the adjusted "
+            f"p-value of {label}: below α it names the better setup, otherwise \"no clear difference\".",
+            "",
+            _table(["first", "second", *(f"Δ {METRIC_LABELS[k]} [interval]" for k in compared), *(f"p ({METRIC_LABELS[k]}, Holm)" for k in compared),
+                    "reading"],
+                   [[f"`{c['a']}`", f"`{c['b']}`",
+                     *(_diff(c[f"{k}_diff"], c[f"{k}_diff_low"], c[f"{k}_diff_high"], k) for k in compared),
+                     *(_p(c[f"{k}_p_holm"], floor) for k in compared), c[f"{primary}_reading"]] for c in comparisons]),
+            "",
+            "![LoRA against QLoRA](method_comparison.png)",
+            "",
+            "## Cost", "",
+            _table(["setup", "training time (s)", "training tokens/s",
+                    MEMORY_LABELS.get(tuned[0]["train_peak_memory_kind"], "peak memory (MB)"),
+                    "answers/s", "generated tokens/s", "best eval loss"],
+                   [[f"`{r['run']}`", f"{r['train_runtime_s']:.1f}", f"{r['train_tokens_per_second']:.0f}",
+                     f"{r['train_peak_memory_mb']:.0f}", f"{r['samples_per_second']:.1f}", f"{r['tokens_per_second']:.0f}",
+                     f"{r['best_eval_loss']:.4f}"] for r in tuned]),
+            "",
+            "Training time counts optimizer steps only (evaluation and checkpoint saving are apart, in "
+            "metrics/train/). Answers/s is batched greedy generation; LoRA adapters are merged into the base for it, "
+            "QLoRA adapters run unmerged on the 4-bit base.",
+            "",
+            "![Data scale](data_scale_comparison.png)",
+            "",
+            "![Training curves](loss_curves.png)",
+            "",
+            "## Example answers",
+            ""]
     for i, ex in enumerate(examples, 1):
         out += [f"**{i}. {_cell(ex['question'], 300)}**", "",
                 _table(["", "answer"], [["reference", _cell(ex["reference"])]] +

@@ -4,6 +4,7 @@ per-run metrics files."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -11,7 +12,8 @@ import pandas as pd
 from medqa_scale.core.durable import read_json
 from medqa_scale.core.params import BASE_RUN, REFERENCE_RUNS, run_name, scale_size, setup_name
 
-QUALITY = ["rouge-1", "rouge-2", "rouge-l", "bleu", "char-bleu-4"]
+QUALITY = ["rouge-1", "rouge-2", "rouge-l", "bleu", "lf-rouge-1", "lf-rouge-2", "lf-rouge-l", "char-bleu-4"]
+HEALTH = ["ran_to_max_new_tokens", "repeated_4grams", "length_ratio", "broken_characters"]
 TRAIN_COSTS = {"train_runtime_s": "train_runtime_s", "train_tokens_per_second": "tokens_per_second",
                "train_peak_memory_mb": "peak_memory_mb", "best_eval_loss": "best_eval_loss"}
 EVAL_COSTS = {"samples_per_second": "samples_per_second", "tokens_per_second": "tokens_per_second",
@@ -20,7 +22,7 @@ EVAL_COSTS = {"samples_per_second": "samples_per_second", "tokens_per_second": "
 
 def runs_table(runs: list[tuple[str, str, int]], metrics_dir: Path) -> pd.DataFrame:
     """One row per model evaluated: the base model and the 4-bit base first, then every training
-    run (method, scale, seed), from metrics/{evaluate,generate,train}/<run>.json."""
+    run (method, scale, seed), from metrics/{likelihood,evaluate,generate,train}/<run>.json."""
     rows = [{"run": ref, "setup": ref, "method": ref, "scale": "0", "seed": None, "n_train": 0,
              **_eval_columns(metrics_dir, ref)} for ref in REFERENCE_RUNS]
     for method, scale, seed in runs:
@@ -36,22 +38,25 @@ def runs_table(runs: list[tuple[str, str, int]], metrics_dir: Path) -> pd.DataFr
 
 def _eval_columns(metrics_dir: Path, run: str) -> dict:
     e, g = read_json(metrics_dir / "evaluate" / f"{run}.json"), read_json(metrics_dir / "generate" / f"{run}.json")
+    nll = read_json(metrics_dir / "likelihood" / f"{run}.json")
     bounds = {f"{k}_{end}": e["interval"][k][end] for k in QUALITY for end in ("low", "high")}
-    return {**{k: e[k] for k in QUALITY}, **bounds, **{col: g[key] for col, key in EVAL_COSTS.items()},
-            "ran_to_max_new_tokens": g["ran_to_max_new_tokens"], "n_test": e["n_test"]}
+    return {"nll": nll["nll"], "nll_low": nll["interval"]["nll"]["low"], "nll_high": nll["interval"]["nll"]["high"],
+            "perplexity": nll["perplexity"], **{k: e[k] for k in QUALITY}, **bounds,
+            **{col: g[key] for col, key in EVAL_COSTS.items()}, **{k: e["health"][k] for k in HEALTH}, "n_test": e["n_test"]}
 
 
 def setups_table(runs: pd.DataFrame, quality: dict[str, dict]) -> pd.DataFrame:
     """One row per setup (a method at a scale; the references as they are): `quality[setup]` (the
     mean over seeds of each metric, its interval over questions and seeds, the spread between
-    seeds) and the mean cost over its seeds."""
+    seeds), the perplexity of the mean NLL, and the mean cost and generation health over its seeds."""
     rows = []
     for setup, group in runs.groupby("setup", sort=False):
         first = group.iloc[0]
-        costs = {c: float(group[c].mean()) for c in [*TRAIN_COSTS, *EVAL_COSTS] if c in group and group[c].notna().all()}
+        costs = {c: float(group[c].mean()) for c in [*TRAIN_COSTS, *EVAL_COSTS, *HEALTH] if c in group and group[c].notna().all()}
         extra = {c: first[c] for c in ("train_peak_memory_kind", "trainable_params", "produced_on") if c in group}
+        q = quality[setup]
         rows.append({"run": setup, "method": first.method, "scale": first.scale, "n_train": first.n_train,
-                     **quality[setup], **costs, **extra})
+                     **q, **({"perplexity": math.exp(q["nll"])} if "nll" in q else {}), **costs, **extra})
     return pd.DataFrame(rows)
 
 
@@ -82,22 +87,26 @@ def curves_table(curves: pd.DataFrame) -> pd.DataFrame:
     return wide
 
 
-def summary(setups: pd.DataFrame, choice: dict) -> dict:
-    """What `dvc metrics diff` and `dvc exp show` compare: the best setup by ROUGE-L with its
-    interval, BLEU and cost (training seconds, training peak memory in MB), then the most
-    cost-effective setup by the report's rule, then the base model. In this order, and short: the
-    keys are the experiments table's columns (README, `dvc exp show --keep ...`)."""
+def summary(setups: pd.DataFrame, choice: dict, rouge_choice: dict) -> dict:
+    """What `dvc metrics diff` and `dvc exp show` compare: the primary metric, the best setup by
+    the report's rule with its primary metric, interval, ROUGE-L, BLEU and cost (training seconds,
+    training peak memory in MB), the most cost-effective setup, the base model, how many setups
+    qualified, and the setup a ROUGE-L verdict would choose. In this order, and short: the keys
+    are the experiments table's columns (README, `dvc exp show --keep ...`). Without a qualifying
+    setup the best and the choice are null."""
+    metric = choice["metric"]
+    key = metric.replace("-", "_")
     base = setups[setups.run == BASE_RUN].iloc[0]
-    tuned = setups[~setups.run.isin(REFERENCE_RUNS)]
-    best = tuned.loc[tuned["rouge-l"].idxmax()]
-    pick = tuned[tuned.run == choice["choice"]].iloc[0]
-    return {"best_run": best.run, "best_rouge_l": float(best["rouge-l"]),
-            "best_rouge_l_low": float(best["rouge-l_low"]), "best_rouge_l_high": float(best["rouge-l_high"]),
-            "best_bleu": float(best["bleu"]), "best_train_s": float(best["train_runtime_s"]),
-            "best_train_mb": float(best["train_peak_memory_mb"]),
-            "most_cost_effective": pick.run, "most_cost_effective_rouge_l": float(pick["rouge-l"]),
-            "most_cost_effective_train_runtime_s": float(pick["train_runtime_s"]),
-            "base_rouge_l": float(base["rouge-l"]), "base_bleu": float(base["bleu"]),
-            "best_gain_rouge_l": float(best["rouge-l"] - base["rouge-l"]),
-            "setups_clearly_above_base_rouge_l": int((tuned["rouge-l_low"] > base["rouge-l_high"]).sum()),
-            "setups": len(tuned)}
+    by_run = setups.set_index("run")
+    best = by_run.loc[choice["best"]] if choice["best"] else None
+    pick = by_run.loc[choice["choice"]] if choice["choice"] else None
+    value = lambda row, col: None if row is None else float(row[col])  # noqa: E731
+    return {"primary_metric": metric, "best_run": choice["best"], f"best_{key}": value(best, metric),
+            f"best_{key}_low": value(best, f"{metric}_low"), f"best_{key}_high": value(best, f"{metric}_high"),
+            "best_rouge_l": value(best, "rouge-l"), "best_bleu": value(best, "bleu"),
+            "best_train_s": value(best, "train_runtime_s"), "best_train_mb": value(best, "train_peak_memory_mb"),
+            "most_cost_effective": choice["choice"], f"most_cost_effective_{key}": value(pick, metric),
+            "most_cost_effective_train_runtime_s": value(pick, "train_runtime_s"),
+            f"base_{key}": float(base[metric]), "base_rouge_l": float(base["rouge-l"]), "base_bleu": float(base["bleu"]),
+            "qualifying_setups": len(choice["qualifying"]), "setups": int((~setups.run.isin(REFERENCE_RUNS)).sum()),
+            "rouge_l_verdict": rouge_choice["choice"], "rouge_l_verdict_agrees": rouge_choice["choice"] == choice["choice"]}

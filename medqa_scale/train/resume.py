@@ -42,6 +42,15 @@ def run_key(files: list[Path], settings: dict) -> str:
     return h.hexdigest()[:16]
 
 
+def code_files(modules, root: Path) -> list[Path]:
+    """The project's own source files among `modules` (sys.modules' values): the stage and the
+    library code it imported, so that a checkpoint of edited code is never resumed."""
+    root = root.resolve()
+    files = {Path(m.__file__).resolve() for m in list(modules) if getattr(m, "__file__", None)}
+    return sorted(f for f in files if f.is_relative_to(root) and f.suffix == ".py" and ".venv" not in f.parts
+                  and f.relative_to(root).parts[0] in ("stages", "medqa_scale"))
+
+
 def scratch_dir(root: Path, run: str, key: str) -> Path:
     """`root/<run>-<key>`, after removing the run's directories of other keys: a changed param
     or input starts fresh."""

@@ -22,13 +22,13 @@ REFERENCES = ["base", "base-4bit"]
 
 def stages_of(runs) -> set[str]:
     """Every stage that trains, answers with and scores the given runs."""
-    return {f"{stage}@{r}" for r in runs for stage in ("train", "generate", "evaluate")}
+    return {f"{stage}@{r}" for r in runs for stage in ("train", "generate", "likelihood", "evaluate")}
 
 
 SMALL = [
     "model.builtin.pretrain.steps=40", "model.builtin.pretrain.passages=400", "model.builtin.vocab_size=1500",
     "data.sources=[{builtin:800}]", "split.dev_size=40", "split.test_size=40", f"split.scales=[{','.join(SCALES)}]",
-    "train.args.eval_steps=0.5", "train.args.save_steps=0.5", "evaluate.max_new_tokens=32",
+    "train.args.eval_steps=0.5", "train.args.save_steps=0.5", "train.seeds=[42]", "evaluate.max_new_tokens=32",
 ]
 
 
