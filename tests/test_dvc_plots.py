@@ -19,8 +19,8 @@ from support.local import launch_chromium
 pytestmark = pytest.mark.slow  # DVC plots in a real browser
 
 LOSS_PLOTS = {"train_loss": "train_loss", "eval_loss": "eval_loss"}
-SCALE_PLOTS = {"rouge_l": "rouge-l", "bleu": "bleu"}
-IMAGES = [f"plots/{name}.png" for name in ("data_card", "loss_curves", "data_scale_comparison", "method_comparison")]
+SCALE_PLOTS = {"nll": "nll", "rouge_l": "rouge-l", "bleu": "bleu"}
+IMAGES = [f"plots/{name}.png" for name in ("scaling", "data_card", "loss_curves", "data_scale_comparison", "method_comparison")]
 VENDORED = {"vega": "5.33.1", "vegaLite": "5.23.0", "vegaEmbed": "6.29.0"}  # .dvc/plots/THIRD_PARTY_LICENSES.md
 
 
@@ -97,7 +97,7 @@ def test_the_readme_commands_write_a_page_that_draws_every_chart_with_no_network
     assert remote_scripts(html) == [] and "cdn.jsdelivr" not in html
     drawn = draw_offline(out / "index.html")
     assert drawn["refused"] == [] and drawn["errors"] == [], drawn
-    assert drawn["charts"] == 4 and drawn["images"] == len(IMAGES)
+    assert drawn["charts"] == 5 and drawn["images"] == len(IMAGES)
     assert drawn["versions"] == VENDORED
     for title in ("Training loss against training samples seen", "ROUGE-L F1 against training samples"):
         assert title in html  # drawn on the canvas, so read from the specs

@@ -111,8 +111,8 @@ def back_to_first_run(repo: Path, first_run: subprocess.CompletedProcess) -> Non
     depends on their directories, so they are removed."""
     name = re.search(r"Ran experiment\(s\): (\S+)", first_run.stdout).group(1)
     dvc(repo, "exp", "apply", name)
-    for folder in ("metrics/evaluate", "metrics/generate", "metrics/train", "metrics/runinfo", "data/scores",
-                   "data/predictions", "dvclive"):
+    for folder in ("metrics/likelihood", "metrics/evaluate", "metrics/generate", "metrics/train", "metrics/runinfo",
+                   "data/likelihood", "data/scores", "data/predictions", "dvclive"):
         for path in (repo / folder).glob("*"):
             seed = re.search(r"-(\d+)(\.jsonl?)?$", path.name)
             if seed and seed.group(1) != "42":
