@@ -154,14 +154,14 @@ def exp_show(repo: Path) -> dict[str, dict]:
 def test_an_experiment_run_in_one_clone_is_pulled_into_another_without_rerunning(pushed, tmp_path):
     a, b = clone(pushed, tmp_path / "a"), clone(pushed, tmp_path / "b")
     dvc(a, "pull")
-    out = dvc(a, "exp", "run", "--name", "fewer-resamples", *exp_args("evaluate.bootstrap.resamples=200"))
+    out = dvc(a, "exp", "run", "--name", "fewer-resamples", *exp_args("evaluate.bootstrap.resamples=2000"))
     assert "Running stage 'evaluate@lora-200-42'" in out.stdout and "Running stage 'train@" not in out.stdout
     dvc(a, "exp", "push", "origin", "fewer-resamples")
     dvc(b, "exp", "pull", "origin", "fewer-resamples")
     shown = exp_show(b)
     assert "fewer-resamples" in shown
     metrics = shown["fewer-resamples"]["metrics/evaluate/lora-200-42.json"]
-    assert metrics["interval"]["resamples"] == 200
+    assert metrics["interval"]["resamples"] == 2000
     dvc(b, "exp", "apply", "fewer-resamples")
     dvc(b, "pull")
     status = json.loads(dvc(b, "status", "--json").stdout)
@@ -179,7 +179,8 @@ def test_two_queued_experiments_run_with_two_workers(repo, first_run):
     # A queued experiment starts from a commit: the first run's metrics (git-tracked, cache: false)
     # must be in it, as they are once a user commits a run, or every stage would rerun.
     commit(repo, "first run")
-    for resamples in (150, 250):
+    # Not fewer than check_params allows: Holm over the report's comparisons needs p-values as small as 1/1440.
+    for resamples in (1500, 2500):
         dvc(repo, "exp", "run", "--queue", "--name", f"queued-{resamples}", *exp_args(f"evaluate.bootstrap.resamples={resamples}"))
     # The workers outlive `dvc queue start` and may hold its output pipes open: no capture, and a
     # bound on the wait. The workers run on; their status is polled below.
@@ -195,12 +196,12 @@ def test_two_queued_experiments_run_with_two_workers(repo, first_run):
         if "Queued" not in status and "Running" not in status:
             break
         time.sleep(5)
-    assert "Success" in status and "Failed" not in status, status + dvc(repo, "queue", "logs", "queued-150", check=False).stdout
-    for n in (150, 250):
+    assert "Success" in status and "Failed" not in status, status + dvc(repo, "queue", "logs", "queued-1500", check=False).stdout
+    for n in (1500, 2500):
         log = dvc(repo, "queue", "logs", f"queued-{n}").stdout
         assert "Running stage 'evaluate@lora-400-42'" in log and "Running stage 'train@" not in log, log[-3000:]
     shown = exp_show(repo)
-    for n in (150, 250):  # each with its own metrics, from its own params
+    for n in (1500, 2500):  # each with its own metrics, from its own params
         metrics = shown[f"queued-{n}"]
         assert all(metrics[f"metrics/evaluate/{r}.json"]["interval"]["resamples"] == n for r in RUNS), n
         assert {"rouge-l", "bleu", "interval"} <= set(metrics["metrics/evaluate/lora-400-42.json"])
@@ -210,8 +211,8 @@ def test_two_queued_experiments_run_with_two_workers(repo, first_run):
     import pandas as pd
 
     table = pd.read_csv(repo / "outputs/sweep.csv")
-    queued = table[table.experiment.isin(["queued-150", "queued-250"])]
-    assert set(queued["evaluate.bootstrap.resamples"]) == {150, 250} and len(queued) == 2 * (len(RUNS) + 2)
+    queued = table[table.experiment.isin(["queued-1500", "queued-2500"])]
+    assert set(queued["evaluate.bootstrap.resamples"]) == {1500, 2500} and len(queued) == 2 * (len(RUNS) + 2)
     assert (repo / "outputs/sweep.png").read_bytes()[:4] == b"\x89PNG"
     dvc(repo, "queue", "stop", "--kill", check=False)  # no worker left behind
     git(repo, "reset", "-q", "--hard", "HEAD~1")  # the session's repository as it was

@@ -50,6 +50,8 @@ def dvc_env() -> dict:
     return env
 
 
+RUN_FOLDERS = ("metrics/likelihood", "metrics/evaluate", "metrics/generate", "metrics/train", "metrics/runinfo",
+               "data/likelihood", "data/scores", "data/predictions", "dvclive")  # one file or folder per run
 RECORDS = {"dir": None}  # the folder of params reads, set by the repo fixture
 
 
@@ -93,6 +95,10 @@ def repo(tmp_path_factory) -> Path:
         if (ROOT / name).is_file():
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, repo / name)
+    # The committed per-run figures are the embedded default's (three seeds, other scales): the small
+    # run below writes its own, and back_to_first_run's removal of other seeds must not touch its deps.
+    for folder in RUN_FOLDERS:
+        shutil.rmtree(repo / folder, ignore_errors=True)
     git(repo, "init", "-q")
     git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A")
     git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy")
@@ -111,8 +117,7 @@ def back_to_first_run(repo: Path, first_run: subprocess.CompletedProcess) -> Non
     depends on their directories, so they are removed."""
     name = re.search(r"Ran experiment\(s\): (\S+)", first_run.stdout).group(1)
     dvc(repo, "exp", "apply", name)
-    for folder in ("metrics/likelihood", "metrics/evaluate", "metrics/generate", "metrics/train", "metrics/runinfo",
-                   "data/likelihood", "data/scores", "data/predictions", "dvclive"):
+    for folder in RUN_FOLDERS:
         for path in (repo / folder).glob("*"):
             seed = re.search(r"-(\d+)(\.jsonl?)?$", path.name)
             if seed and seed.group(1) != "42":
