@@ -184,7 +184,7 @@ def pretrain(model, tokenizer, dialogues: list[list[dict]], steps: int, batch_si
     at the end, so that the model is the same on every CPU. In float32, another summation order or
     kernel set (one thread, ATEN_CPU_CAPABILITY=default) built another base model from the same seed:
     its own NLL moved by 1e-4, but adapters trained on it moved by up to 0.04 nats, as a change of
-    seed does, beyond their intervals. With float64, 18 of the 664,704 weights differ, by one float32
+    seed does, beyond their intervals. With float64, 18 of the 650,368 weights differ, by one float32
     ulp. Fine-tuning needs no such care: from one base, both kernel sets gave the same adapters' NLL
     to 4 decimals.
     """
