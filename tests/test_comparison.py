@@ -29,7 +29,7 @@ def scored(preds):
 
 
 def constructed(rouge_l, nll=None):
-    """Per-answer rows as the evaluate and likelihood stages write them, with the given ROUGE-L (the
+    """Per-answer rows as the evaluate and generate stages write them, with the given ROUGE-L (the
     other mean metrics follow it) and per-token NLL (5 answer tokens each)."""
     nll = np.full(len(rouge_l), 2.0) if nll is None else nll
     return [{"id": f"a{i}", "group": GROUPS[i], "rouge-l": float(r), "rouge-1": float(r) + 5, "rouge-2": float(r) - 5,

@@ -59,7 +59,7 @@ def test_plots_show_lists_vega_lite_charts_of_the_curves_and_the_scale_besides_t
         rows = plots[name][0]["content"]["data"]["values"]
         assert {r["run"] for r in rows} == {run.rsplit("-", 1)[0] for run in RUNS} | set(REFERENCES)
         for run in RUNS:
-            folder = "likelihood" if field == "nll" else "evaluate"  # the NLL has its own stage
+            folder = "likelihood" if field == "nll" else "evaluate"  # the NLL has its own metrics file
             scores = json.loads((repo / f"metrics/{folder}/{run}.json").read_text())  # one seed: the setup's own
             (row,) = [r for r in rows if r["run"] == run.rsplit("-", 1)[0]]
             assert float(row[field]) == pytest.approx(scores[field], abs=1e-4), (name, run)

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow  # end-to-end DVC runs
 def test_first_run_produces_every_output(repo, first_run):
     expected = stages_of(RUNS) | {
         "check_params", "download_model", "download_data", "preprocess", "data_card", "split", "generate_base",
-        "generate_base_4bit", "likelihood_base", "likelihood_base_4bit", "evaluate_base", "evaluate_base_4bit", "summarize"}
+        "generate_base_4bit", "evaluate_base", "evaluate_base_4bit", "summarize"}
     assert_ran(first_run, expected)
     assert (repo / "models/base/model.safetensors").exists()
     assert json.loads((repo / "models/base/provenance.json").read_text())["source"] == "builtin"
@@ -230,7 +230,7 @@ def test_a_qlora_knob_reruns_only_the_qlora_side(repo, first_run):
         qlora = [r for r in RUNS if r.startswith("qlora-")]
         # The 4-bit base is loaded with the knob too; scoring reruns only if the answers change.
         assert set(json.loads(dvc(repo, "status", "--json").stdout)) == \
-            {f"{s}@{r}" for r in qlora for s in ("train", "generate", "likelihood")} | {"generate_base_4bit", "likelihood_base_4bit"}
+            {f"{s}@{r}" for r in qlora for s in ("train", "generate")} | {"generate_base_4bit"}
     finally:
         params_file.write_text(original, encoding="utf-8")
     dvc(repo, "repro", "check_params")  # back from DVC's run cache
@@ -240,7 +240,7 @@ def test_a_qlora_knob_reruns_only_the_qlora_side(repo, first_run):
 def test_lr_change_reruns_exactly_the_training_side(repo, first_run):
     back_to_first_run(repo, first_run)
     out = exp_run(repo, "train.lr=5e-5")
-    assert_ran_between(out, {f"{s}@{r}" for r in RUNS for s in ("train", "generate", "likelihood")} | {"check_params"},
+    assert_ran_between(out, {f"{s}@{r}" for r in RUNS for s in ("train", "generate")} | {"check_params"},
                        {f"evaluate@{r}" for r in RUNS} | {"summarize"})
     info = json.loads((repo / "metrics/runinfo/train-lora-200-42.json").read_text())
     lr = info["training_arguments"]["learning_rate"]
@@ -279,8 +279,7 @@ def test_editing_the_metrics_code_rescores_without_regenerating(repo, first_run)
     metrics.write_text(original.replace("ROUGE_KEYS = (", "# an edit to the metrics code\nROUGE_KEYS = ("), encoding="utf-8")
     try:
         out = dvc(repo, "repro")
-        assert_ran(out, {f"{s}@{r}" for r in RUNS for s in ("likelihood", "evaluate")}
-                   | {"likelihood_base", "likelihood_base_4bit", "evaluate_base", "evaluate_base_4bit", "summarize"})
+        assert_ran(out, {f"evaluate@{r}" for r in RUNS} | {"evaluate_base", "evaluate_base_4bit", "summarize"})
     finally:
         metrics.write_text(original, encoding="utf-8")
     dvc(repo, "repro")

@@ -197,11 +197,11 @@ def test_generate_answers_and_evaluate_scores_them_apart(trained):
     assert sum(s["rouge-l"] for s in scores) / 8 == pytest.approx(metrics["rouge-l"])
 
 
-def test_likelihood_scores_the_reference_answers_of_the_test_questions(trained):
+def test_generate_scores_the_reference_answers_and_evaluate_sums_them_up(trained):
     import math
 
-    proc = stage(trained, "stages.likelihood", "lora-64-42")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    if not (trained / "metrics/likelihood/lora-64-42.json").exists():  # run alone, not after the test above
+        assert all(stage(trained, s, "lora-64-42").returncode == 0 for s in ("stages.generate", "stages.evaluate"))
     rows = [json.loads(line) for line in (trained / "data/likelihood/lora-64-42.jsonl").read_text().splitlines()]
     test = [json.loads(line) for line in (trained / "data/split/test.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["id"] for r in rows] == [t["id"] for t in test] and all(r["nll_stats"][1] > 0 for r in rows)
@@ -209,9 +209,25 @@ def test_likelihood_scores_the_reference_answers_of_the_test_questions(trained):
     total = sum(r["nll_stats"][0] for r in rows) / sum(r["nll_stats"][1] for r in rows)
     assert metrics["nll"] == pytest.approx(total) and metrics["perplexity"] == pytest.approx(math.exp(total))
     assert metrics["interval"]["nll"]["low"] <= metrics["nll"] <= metrics["interval"]["nll"]["high"]
-    assert stage(trained, "stages.likelihood", "base").returncode == 0
+    assert all(stage(trained, s, "base").returncode == 0 for s in ("stages.generate", "stages.evaluate"))
     base = json.loads((trained / "metrics/likelihood/base.json").read_text())
     assert base["answer_tokens"] == metrics["answer_tokens"] and base["nll"] != metrics["nll"]
+
+
+def test_evaluate_stops_when_the_likelihood_file_holds_other_questions(trained, tmp_path):
+    if not (trained / "data/likelihood/lora-64-42.jsonl").exists():
+        assert stage(trained, "stages.generate", "lora-64-42").returncode == 0
+    ws = tmp_path / "ws"
+    for part in ("data/predictions", "data/likelihood"):
+        shutil.copytree(trained / part, ws / part)
+    write_params(ws, small_params())
+    nll = ws / "data/likelihood/lora-64-42.jsonl"
+    nll.write_text("\n".join(nll.read_text().splitlines()[1:]) + "\n")
+    proc = stage(ws, "stages.evaluate", "lora-64-42")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "data/likelihood/lora-64-42.jsonl scores other test questions" in proc.stderr
+    assert "dvc repro -f generate@lora-64-42" in proc.stderr
+    assert not (ws / "metrics/evaluate/lora-64-42.json").exists() and not (ws / "metrics/likelihood/lora-64-42.json").exists()
 
 
 def test_evaluate_max_samples_answers_the_first_test_questions(trained, tmp_path):

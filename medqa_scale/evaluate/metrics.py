@@ -12,6 +12,7 @@ BLEU-4 (`char-bleu-4`), for comparison with papers built on that tool.
 from __future__ import annotations
 
 import logging
+import math
 import unicodedata
 
 import jieba
@@ -239,6 +240,18 @@ def interval(values: np.ndarray, confidence: float) -> dict[str, float]:
     tail = 100 * (1 - confidence) / 2
     low, high = np.percentile(values, [tail, 100 - tail])
     return {"low": float(low), "high": float(high)}
+
+
+def nll_summary(rows: list[dict], resamples: int, seed: int, confidence: float) -> dict:
+    """A run's likelihood from per-answer rows ({"group", "nll_stats"}): NLL per answer token
+    (total NLL over total answer tokens), perplexity, answer tokens, questions, and under
+    `interval` the NLL's bootstrap interval over question groups (`bootstrap_counts` of seed)."""
+    table = scores_matrix([rows])
+    value = float(point_estimates(table)[NLL][0])
+    draws = resampled(table, bootstrap_counts([r["group"] for r in rows], resamples, seed))[NLL]
+    return {NLL: value, "perplexity": math.exp(value), "answer_tokens": int(sum(r["nll_stats"][1] for r in rows)),
+            "n_test": len(rows), "interval": {"confidence": confidence, "resamples": resamples,
+                                              NLL: interval(draws, confidence)}}
 
 
 def paired_p_value(observed: float, resampled_differences: np.ndarray) -> float:

@@ -22,7 +22,7 @@ REFERENCES = ["base", "base-4bit"]
 
 def stages_of(runs) -> set[str]:
     """Every stage that trains, answers with and scores the given runs."""
-    return {f"{stage}@{r}" for r in runs for stage in ("train", "generate", "likelihood", "evaluate")}
+    return {f"{stage}@{r}" for r in runs for stage in ("train", "generate", "evaluate")}
 
 
 SMALL = [
