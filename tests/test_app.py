@@ -179,8 +179,7 @@ def test_runs_without_adapters_or_answers_show_notes_and_the_page_keeps_working(
     finally:
         app.close()
     from medqa_scale.apps import app as page
-    from medqa_scale.serve.browse import runs_of
-    from medqa_scale.core.params import read_yaml
+    from medqa_scale.core.params import read_yaml, runs_of
 
     p = read_yaml(unfinished / "params.yaml")
     shown = dict(zip(runs_of(p["methods"], p["split"]["scales"], p["train"]["seeds"]), answers, strict=True))
@@ -194,8 +193,8 @@ def test_runs_without_adapters_or_answers_show_notes_and_the_page_keeps_working(
 
     view = load_view(Snapshot(None))
     assert view.answers.empty and view.results is None and view.figures == {}
-    assert "`lora-2k-42`: no answers yet; run `dvc repro evaluate@lora-2k-42`" in view.missing
-    assert "`base`: no answers yet; run `dvc repro evaluate_base`" in view.missing
+    assert "`lora-2k-42`: no answers yet; run `dvc repro evaluate`" in view.missing
+    assert "`base`: no answers yet; run `dvc repro evaluate`" in view.missing
     assert page.item_html(view, None) == "<p>Pick a test question.</p>"
     assert "run `dvc repro summarize`" in page.report_without_images(view.report)
 

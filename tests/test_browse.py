@@ -8,8 +8,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from medqa_scale.serve.browse import (answers_table, filter_answers, item, largest_difference, runs_of, scale_losses,
-                                with_interval)
+from medqa_scale.core.params import runs_of
+from medqa_scale.serve.browse import answers_table, filter_answers, item, largest_difference, scale_losses, with_interval
 from medqa_scale.evaluate.metrics import bleu_from_stats, per_sample_scores
 
 REFERENCES = {"q1": "多喝水，注意休息。", "q2": "建议到消化内科就诊。", "q3": "按时服用降压药。"}

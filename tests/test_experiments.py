@@ -39,8 +39,8 @@ def test_the_workspace_view_lists_the_runs_params_name_and_what_each_still_needs
     view = load_view(Snapshot(None))
     assert view.runs == ["base", "base-4bit", "lora-1k-42"]
     assert view.questions == {"q1": "头痛？"} and view.references == {"q1": "休息。"}
-    assert view.missing == ["`base-4bit`: no answers yet; run `dvc repro evaluate_base_4bit`",
-                            "`lora-1k-42`: no answers yet; run `dvc repro evaluate@lora-1k-42`"]
+    assert view.missing == ["`base-4bit`: no answers yet; run `dvc repro evaluate`",
+                            "`lora-1k-42`: no answers yet; run `dvc repro evaluate`"]
     assert set(view.answers["run"]) == {"base"}
     assert view.figures == {"loss_curves.png": b"\x89PNG"} and view.results is None and view.report is None
 

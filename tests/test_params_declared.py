@@ -77,7 +77,7 @@ def undeclared_reads(records: list[dict], stages: dict) -> list[str]:
             head = read.split(".")[0]
             if covered(read, keys) or head in UNDECLARED or (name, read) in UNDECLARED_IN:
                 continue
-            found.add(f"{name}{'@' + run if run and name in ('train', 'generate', 'evaluate') else ''} reads {read}")
+            found.add(f"{name}{'@' + run if run and name in ('train', 'generate') else ''} reads {read}")
     return sorted(found)
 
 

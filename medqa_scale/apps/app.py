@@ -31,10 +31,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from
 import gradio as gr  # noqa: E402
 
 from medqa_scale.core.cli import PipelineError, run
-from medqa_scale.core.params import load_params
+from medqa_scale.core.params import load_params, runs_of
 from medqa_scale.evaluate.generation import GREEDY, generation_config
 from medqa_scale.model.chat_format import prompt_ids, to_messages
-from medqa_scale.serve.browse import filter_answers, item, largest_difference, runs_of, with_interval
+from medqa_scale.serve.browse import filter_answers, item, largest_difference, with_interval
 from medqa_scale.serve.experiments import FIGURES, WORKSPACE, View, experiments, load_view, snapshot
 
 log = logging.getLogger(__name__)

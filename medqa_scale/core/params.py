@@ -61,6 +61,12 @@ def run_name(method: str, scale, seed) -> str:
     return f"{method}-{scale}-{seed}"
 
 
+def runs_of(methods: list[str], scales: list, seeds: list[int]) -> list[str]:
+    """The runs params evaluate (params methods, split.scales, train.seeds): the references, then
+    each method's runs by scale and seed."""
+    return [*REFERENCE_RUNS, *(run_name(m, s, seed) for m in methods for s in scales for seed in seeds)]
+
+
 def parse_run(run: str) -> tuple[str, str, int]:
     """`lora-2k-42` -> (`lora`, `2k`, 42). Reference runs (`base`, `base-4bit`) have no parts."""
     parts = run.split("-")

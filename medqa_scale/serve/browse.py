@@ -11,15 +11,9 @@ from __future__ import annotations
 import pandas as pd
 
 from medqa_scale.evaluate.metrics import CHAR_BLEU, bleu_from_stats
-from medqa_scale.core.params import REFERENCE_RUNS, parse_run, run_name, scale_size
+from medqa_scale.core.params import REFERENCE_RUNS, parse_run, scale_size
 
 SCORES = ("rouge-l", "bleu", CHAR_BLEU)
-
-
-def runs_of(methods: list[str], scales: list, seeds: list[int]) -> list[str]:
-    """The runs params evaluate (params methods, split.scales, train.seeds): the references, then
-    each method's runs by scale and seed."""
-    return [*REFERENCE_RUNS, *(run_name(m, s, seed) for m in methods for s in scales for seed in seeds)]
 
 
 def answers_table(predictions: dict[str, list[dict] | None], scores: dict[str, list[dict] | None]) -> pd.DataFrame:

@@ -18,7 +18,8 @@ import pandas as pd
 from ruamel.yaml import YAML
 
 from medqa_scale.core.cli import PipelineError
-from medqa_scale.serve.browse import answers_table, runs_of
+from medqa_scale.core.params import runs_of
+from medqa_scale.serve.browse import answers_table
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,7 @@ def load_view(snapshot: Snapshot) -> View:
     test = snapshot.jsonl("data/split/test.jsonl") or []
     predictions = {r: snapshot.jsonl(f"data/predictions/{r}.jsonl") for r in runs}
     scores = {r: snapshot.jsonl(f"data/scores/{r}.jsonl") for r in runs}
-    missing = [f"`{r}`: no answers yet; run `dvc repro {'evaluate_base_4bit' if r == 'base-4bit' else 'evaluate_base' if r == 'base' else 'evaluate@' + r}`"
-               for r in runs if predictions[r] is None or scores[r] is None]
+    missing = [f"`{r}`: no answers yet; run `dvc repro evaluate`" for r in runs if predictions[r] is None or scores[r] is None]
     results = snapshot.read_bytes("plots/results_summary.csv")
     card = snapshot.read_bytes("metrics/data_card.json")
     report = snapshot.read_bytes("plots/report.md")
