@@ -193,7 +193,7 @@ def test_runs_without_adapters_or_answers_show_notes_and_the_page_keeps_working(
 
     view = load_view(Snapshot(None))
     assert view.answers.empty and view.results is None and view.figures == {}
-    assert "`lora-2k-42`: no answers yet; run `dvc repro evaluate`" in view.missing
+    assert "`lora-1k-42`: no answers yet; run `dvc repro evaluate`" in view.missing
     assert "`base`: no answers yet; run `dvc repro evaluate`" in view.missing
     assert page.item_html(view, None) == "<p>Pick a test question.</p>"
     assert "run `dvc repro summarize`" in page.report_without_images(view.report)
