@@ -1,6 +1,6 @@
 """Benchmark: training throughput of the project's setup against a plain Trainer + PEFT recipe.
 
-Run:    python bench/train_throughput.py [--scale 2k] [--repeats 3]
+Run:    python bench/train_throughput.py [--scale 1k] [--repeats 3]
         python bench/train_throughput.py --arch qwen2.5-3b [--layers 2] [--seq-len 512] [--record gpu_80gb]
 Needs:  for the default mode, `dvc repro split` (the built-in model and a train subset).
 
@@ -45,7 +45,7 @@ QWEN25_3B = {"hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", default="2k")
+    parser.add_argument("--scale", default="1k")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--arch", choices=["builtin", "qwen2.5-3b"], default="builtin")
     parser.add_argument("--layers", type=int, default=None, help="qwen2.5-3b depth (default: 36 on GPU, 2 on CPU)")
