@@ -88,21 +88,25 @@ CONTAINERS = ("json", "jsonl", "csv", "tsv", "parquet", "markdown")
 def read_file(path: Path, fields: dict | None = None, container: str = "auto") -> FileRead:
     """Every item of `path` as a conversation, or as a problem with its reason and location.
     `container` other than auto skips the detection."""
-    data = Path(path).read_bytes()
-    if container == "parquet" or (container == "auto" and data.startswith(b"PAR1")):
-        result = FileRead(Path(path), "binary", "parquet")
-        items = _parquet_items(path)
-    else:
-        text, encoding = decode(data, path)
-        container, items, problems = _text_items(text, container)
-        result = FileRead(Path(path), encoding, container, problems=problems)
+    encoding, container, items, problems = read_items(path, container)
+    result = FileRead(Path(path), encoding, container, problems=problems)
     for location, obj in items:
         try:
             result.conversations.append({"turns": to_turns(obj, fields), "location": location,
                                          **department_of(obj, (fields or {}).get("department"))})
         except ShapeError as e:
-            result.problems.append(Problem(e.reason, location, _excerpt(obj)))
+            result.problems.append(Problem(e.reason, location, excerpt(obj)))
     return result
+
+
+def read_items(path: Path, container: str = "auto") -> tuple[str, str, list[tuple[str, object]], list[Problem]]:
+    """(encoding, container, [(location, object)], problems of the container itself): the raw items
+    of any container above, before any shape is read; other readers (benchmarks) start here."""
+    data = Path(path).read_bytes()
+    if container == "parquet" or (container == "auto" and data.startswith(b"PAR1")):
+        return "binary", "parquet", _parquet_items(path), []
+    text, encoding = decode(data, path)
+    return (encoding, *_text_items(text, container))
 
 
 # --- containers ---------------------------------------------------------------------------------
@@ -197,7 +201,7 @@ def to_turns(obj, fields: dict | None = None) -> list[tuple[str, str]]:
     fields = fields or {}
     if fields.get("question"):
         turns = _history(obj.get(fields["history"])) if fields.get("history") else []
-        turns.append((_text(obj.get(fields["question"])), _text(obj.get(fields["answer"]))))
+        turns.append((text_of(obj.get(fields["question"])), text_of(obj.get(fields["answer"]))))
     elif isinstance(obj.get("conversations"), list):
         turns = _dialogue([(_role(m, "from"), m.get("value")) for m in obj["conversations"] if isinstance(m, dict)])
     elif isinstance(obj.get("messages"), list):
@@ -205,20 +209,20 @@ def to_turns(obj, fields: dict | None = None) -> list[tuple[str, str]]:
     elif isinstance(obj.get("data"), list):
         turns = _prefixed_dialogue(obj["data"])
     elif "instruction" in obj and "output" in obj:
-        question = "\n".join(t for t in (_text(obj["instruction"]), _text(obj.get("input"))) if t)
-        turns = _history(obj.get("history")) + [(question, _text(obj["output"]))]
+        question = "\n".join(t for t in (text_of(obj["instruction"]), text_of(obj.get("input"))) if t)
+        turns = _history(obj.get("history")) + [(question, text_of(obj["output"]))]
     elif "query" in obj and "response" in obj:
-        turns = _history(obj.get("history")) + [(_text(obj["query"]), _text(obj["response"]))]
+        turns = _history(obj.get("history")) + [(text_of(obj["query"]), text_of(obj["response"]))]
     elif ("ask" in obj or "title" in obj) and "answer" in obj:
-        title, ask = _text(obj.get("title")), _text(obj.get("ask"))
+        title, ask = text_of(obj.get("title")), text_of(obj.get("ask"))
         question = ask if not title or title in ask else (title if not ask or ask in title else f"{title}\n{ask}")
-        turns = [(question, _text(obj["answer"]))]
+        turns = [(question, text_of(obj["answer"]))]
     else:
         q_key = next((k for k in QUESTION_KEYS if k in obj), None)
         a_key = next((k for k in ANSWER_KEYS if k in obj), None)
         if q_key is None or a_key is None:
             raise ShapeError("unknown_shape", f"keys {sorted(map(str, obj))[:8]}")
-        turns = [(_text(obj[q_key]), _text(obj[a_key]))]
+        turns = [(text_of(obj[q_key]), text_of(obj[a_key]))]
     if not turns:
         raise ShapeError("no_turns")
     question, answer = turns[-1]
@@ -234,12 +238,12 @@ def department_of(obj, key: str | None = None) -> dict:
     DEPARTMENT_KEYS), else {}."""
     if isinstance(obj, dict):
         for key in (key,) if key else DEPARTMENT_KEYS:
-            if _text(obj.get(key)):
-                return {"department": _text(obj[key])}
+            if text_of(obj.get(key)):
+                return {"department": text_of(obj[key])}
     return {}
 
 
-def _text(value) -> str:
+def text_of(value) -> str:
     """A field's text: single-element (or nested) lists unwrap; of several values, the first
     (question lists hold paraphrases of one question)."""
     while isinstance(value, list) and value:
@@ -257,7 +261,7 @@ def _role(message: dict, key: str) -> str:
 def _dialogue(messages: list[tuple[str, object]]) -> list[tuple[str, str]]:
     """Turns from role-tagged messages; system messages are dropped, and a dialogue that ends on
     the user's message has no final answer to learn."""
-    messages = [(role, _text(text)) for role, text in messages if role in ("user", "assistant")]
+    messages = [(role, text_of(text)) for role, text in messages if role in ("user", "assistant")]
     if messages and messages[-1][0] == "user":
         raise ShapeError("no_final_answer")
     turns, question = [], None
@@ -287,9 +291,9 @@ def _history(history) -> list[tuple[str, str]]:
     """[[q, a], …] as Alpaca and query/response sets give earlier turns."""
     if not isinstance(history, list):
         return []
-    return [(_text(pair[0]), _text(pair[1])) for pair in history if isinstance(pair, (list, tuple)) and len(pair) == 2]
+    return [(text_of(pair[0]), text_of(pair[1])) for pair in history if isinstance(pair, (list, tuple)) and len(pair) == 2]
 
 
-def _excerpt(obj) -> str:
+def excerpt(obj) -> str:
     text = json.dumps(obj, ensure_ascii=False, default=str) if not isinstance(obj, str) else obj
     return text[:EXCERPT_CHARS]

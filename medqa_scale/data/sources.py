@@ -54,28 +54,10 @@ def read_source(source: dict, workdir: Path, seed: int) -> SourceRead:
     kind, name = source_kind(source), source_name(source)
     if kind == "builtin":
         return _read_builtin(name, source["builtin"], seed)
-    if kind == "path":
-        root = Path(source["path"])
-        files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")) if root.is_dir() else [root]
-        provenance = {"source": "path", "path": str(root)}
-    else:
-        root = workdir
-        if kind == "url":
-            provenance = hub.download_url(source["url"], workdir, source.get("sha256"))
-        elif kind == "hf":
-            provenance = hub.download_hf(source["hf"], source["revision"], workdir, repo_type="dataset",
-                                         patterns=source.get("files"))
-        else:
-            provenance = hub.download_modelscope(source["modelscope"], source["revision"], workdir,
-                                                 repo_type="dataset", patterns=source.get("files"))
-        files = sorted(p for p in workdir.rglob("*") if p.is_file() and not p.name.startswith("."))
-    if not files:
-        raise PipelineError(f"data source {name!r} has no files; check its {kind} and, for a repo, its files patterns")
+    root, files, provenance = fetch(source, workdir)
     result = SourceRead(name, kind, provenance)
     for path in files:
         rel = path.relative_to(root).as_posix() if path != root else path.name
-        if kind in ("hf", "modelscope") and path.name.lower() in REPO_DOCS:
-            continue  # a dataset repo's card and licence are no data
         read = read_file(path, fields=source.get("fields"), container=source.get("format", "auto"))
         for c in read.conversations:
             *history, (question, answer) = c["turns"]
@@ -92,6 +74,32 @@ def read_source(source: dict, workdir: Path, seed: int) -> SourceRead:
     if source.get("limit"):
         result.records = result.records[:source["limit"]]
     return result
+
+
+def fetch(source: dict, workdir: Path) -> tuple[Path, list[Path], dict]:
+    """(root, its data files, provenance) of a source that is not builtin: a path is read in place,
+    a URL or a hub dataset is downloaded into `workdir` (an empty scratch directory) at its pinned
+    revision. A dataset repo's card and licence are left out: they are no data."""
+    kind, name = source_kind(source), source_name(source)
+    if kind == "path":
+        root = Path(source["path"])
+        files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")) if root.is_dir() else [root]
+        provenance = {"source": "path", "path": str(root)}
+    else:
+        root = workdir
+        if kind == "url":
+            provenance = hub.download_url(source["url"], workdir, source.get("sha256"))
+        elif kind == "hf":
+            provenance = hub.download_hf(source["hf"], source["revision"], workdir, repo_type="dataset",
+                                         patterns=source.get("files"))
+        else:
+            provenance = hub.download_modelscope(source["modelscope"], source["revision"], workdir,
+                                                 repo_type="dataset", patterns=source.get("files"))
+        files = sorted(p for p in workdir.rglob("*") if p.is_file() and not p.name.startswith(".")
+                       and not (kind in ("hf", "modelscope") and p.name.lower() in REPO_DOCS))
+    if not files:
+        raise PipelineError(f"source {name!r} has no files; check its {kind} and, for a repo, its files patterns")
+    return root, files, provenance
 
 
 def _read_builtin(name: str, n: int, seed: int) -> SourceRead:
