@@ -1,10 +1,11 @@
 """Stage summarize: the tables, figures and report that compare every setup with its reference.
 
 Run:    dvc repro summarize         (or: python -m stages.summarize)
-Reads:  metrics/{likelihood,evaluate,generate,train}/<run>.json, data/likelihood/<run>.jsonl and
+Reads:  metrics/{likelihood,evaluate,generate,train,benchmark}/<run>.json, data/likelihood/<run>.jsonl,
+        data/benchmark/<run>.jsonl (per-item exam results) and
         data/scores/<run>.jsonl (per-answer NLL and scores), data/predictions/<run>.jsonl (example
         answers), dvclive/<run>/ for the runs that params methods x split.scales x train.seeds name
-        (stale files from other params are ignored); params seed, evaluate.bootstrap, report
+        (stale files from other params are ignored); params seed, evaluate.bootstrap, benchmarks (sets and roles), report
 Writes: plots/results_summary.csv (one row per setup, a method at a scale, the references first:
         each metric's mean over seeds, its interval over question groups and seeds, the spread
         between seeds, generation health, and the mean cost)
@@ -29,11 +30,13 @@ import pandas as pd
 
 from medqa_scale.core.cli import PipelineError, run
 from medqa_scale.core.durable import atomic_path, read_jsonl, remove_stale
-from medqa_scale.core.params import BASE_4BIT_RUN, BASE_RUN, REFERENCE_RUNS, load_params, run_name, scale_size, setup_name
+from medqa_scale.core.params import (BASE_4BIT_RUN, BASE_RUN, REFERENCE_RUNS, load_params, run_name, scale_size, setup_name,
+                                     source_name)
 from medqa_scale.evaluate.comparison import (adjust, check_same_questions, compare, compared_metrics, comparisons, setups,
                                              summary_row, verdict)
+from medqa_scale.evaluate.knowledge import add_sets, retention_flags
 from medqa_scale.evaluate.plots import caption, plot_loss_curves, plot_method_comparison, plot_scale_comparison, plot_scaling
-from medqa_scale.evaluate.report import METRIC_LABELS, report_markdown
+from medqa_scale.evaluate.report import label_of, report_markdown
 from medqa_scale.evaluate.scaling import scaling_fit
 from medqa_scale.evaluate.summary import curves_table, loss_curves, runs_table, setups_table, summary
 
@@ -58,15 +61,21 @@ def main() -> None:
     scores = read_scores(runs)
     groups = [row["group"] for row in scores[BASE_RUN]]
     compared = setups(group_by_setup(scores, runs), groups, b["resamples"], p["seed"])
+    sets = {source_name(s): s["role"] for s in p["benchmarks"]}
+    set_metrics = add_sets(compared, group_by_setup(read_benchmark(runs), runs), list(sets), b["resamples"], p["seed"]) if sets else []
     table = setups_table(by_run, {name: summary_row(s, confidence) for name, s in compared.items()})
-    metrics = compared_metrics(primary)
+    metrics = compared_metrics(primary) + set_metrics
     pairs = adjust([compare(compared[a], compared[c], metrics, confidence) for a, c in comparisons(methods, scales, REFERENCE_OF)],
                    metrics, r["alpha"])
     reference_of = {setup_name(m, s): REFERENCE_OF[m] for m in methods for s in scales}
     cost = dict(zip(table.run, table.get("train_runtime_s", pd.Series(0.0, index=table.index))))
     choice, rouge_choice = (verdict(compared, pairs, reference_of, cost, metric=k, alpha=r["alpha"], margin=r["margin"][k])
                             for k in (primary, "rouge-l"))
-    fits = scaling(compared, table, methods, scales, [primary, "rouge-l"], confidence) if len(scales) > 1 else {}
+    fitted = [primary, "rouge-l", *(f"acc-{s}" for s, role in sets.items() if role == "domain")]
+    fits = scaling(compared, table, methods, scales, fitted, confidence) if len(scales) > 1 else {}
+    retention = [s for s, role in sets.items() if role == "retention"]
+    knowledge = {"sets": sets, "flags": retention_flags(pairs, reference_of, retention, r["max_retention_drop"]),
+                 "max_drop": r["max_retention_drop"]}
     tuned = by_run[~by_run.run.isin(REFERENCE_RUNS)]
     curves = loss_curves([(r, scale_size(s)) for r, s in zip(tuned.run, tuned.scale)], Path("dvclive"))
     for name, frame in (("results_summary", table), ("results_by_run", by_run), ("comparisons", pd.DataFrame(pairs)),
@@ -75,7 +84,7 @@ def main() -> None:
             frame.to_csv(tmp, index=False, float_format="%.4f")
     produced_on = caption(tuned)
     if fits:
-        plot_scaling(fits, {k: f"{METRIC_LABELS[k]} ({'lower' if k == 'nll' else 'higher'} is better)" for k in (primary, "rouge-l")},
+        plot_scaling(fits, {k: f"{label_of(k)} ({'lower' if k == 'nll' else 'higher'} is better)" for k in fitted},
                      FIGURES["scaling"], produced_on)
     plot_scale_comparison(table, FIGURES["data_scale_comparison"])
     plot_method_comparison(table, FIGURES["method_comparison"])
@@ -84,9 +93,9 @@ def main() -> None:
         tmp.write_text(report_markdown(table, pairs, choice, rouge_choice, fits, examples(methods, scales, seeds[0]),
                                        primary=primary, alpha=r["alpha"], margin=r["margin"], confidence=confidence,
                                        resamples=b["resamples"], n_test=len(groups), groups=len(set(groups)), seeds=seeds,
-                                       produced_on=produced_on), encoding="utf-8")
+                                       produced_on=produced_on, knowledge=knowledge), encoding="utf-8")
     with atomic_path(SUMMARY) as tmp:  # keys unsorted: their order is `dvc exp show`'s column order
-        tmp.write_text(json.dumps(summary(table, choice, rouge_choice), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(summary(table, choice, rouge_choice, knowledge_summary(pairs, choice, knowledge)), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     log.info("most cost-effective by %s: %s (best: %s; by ROUGE-L: %s)\n%s", primary, choice["choice"], choice["best"],
              rouge_choice["choice"], table[["run", primary, f"{primary}_low", f"{primary}_high", "rouge-l", "bleu"]].to_string(index=False))
 
@@ -125,6 +134,29 @@ def read_scores(runs: list[tuple[str, str, int]]) -> dict[str, list[dict]]:
     except ValueError as e:
         raise PipelineError(str(e)) from None
     return {name: [{**row, "nll_stats": n["nll_stats"]} for row, n in zip(scores[name], nll[name])] for name in names}
+
+
+def read_benchmark(runs: list[tuple[str, str, int]]) -> dict[str, list[dict]]:
+    """Each run's per-item exam results (stage benchmark)."""
+    names = [*REFERENCE_RUNS, *(run_name(*r) for r in runs)]
+    missing = [n for n in names if not (Path("data/benchmark") / f"{n}.jsonl").exists()]
+    if missing:
+        raise PipelineError(f"data/benchmark/{missing[0]}.jsonl not found ({len(missing)} runs unscored): run `dvc repro benchmark`")
+    return {name: read_jsonl(Path("data/benchmark") / f"{name}.jsonl") for name in names}
+
+
+def knowledge_summary(pairs: list[dict], choice: dict, knowledge: dict) -> dict:
+    """For metrics/summary.json: the chosen setup's accuracy change on each set against its
+    reference, and whether it keeps general ability (no retention set down by more than the limit)."""
+    pick = choice["choice"]
+    if not knowledge["sets"]:
+        return {}
+    row = next((c for c in pairs if c["a"] == pick and c["b"] in REFERENCE_RUNS), None)
+    out = {f"most_cost_effective_{s.replace('-', '_')}_change": None if row is None else float(row[f"acc-{s}_diff"])
+           for s in knowledge["sets"]}
+    retention = [s for s, role in knowledge["sets"].items() if role == "retention"]
+    out["keeps_general_ability"] = None if pick is None or not retention else not knowledge["flags"].get(pick)
+    return out
 
 
 def group_by_setup(scores: dict[str, list[dict]], runs: list[tuple[str, str, int]]) -> dict[str, list[list[dict]]]:

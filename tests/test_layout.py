@@ -32,7 +32,8 @@ ALLOWED = {
 }
 # The only places that import the embedded default, each inside the function that `source: builtin`
 # (model.source or a data.sources entry) calls.
-BUILTIN_CALLERS = {"medqa_scale/data/sources.py": "_read_builtin", "stages/download_model.py": "main"}
+BUILTIN_CALLERS = {"medqa_scale/data/sources.py": "_read_builtin", "medqa_scale/data/choices.py": "_read_builtin",
+                   "stages/download_model.py": "main"}
 
 
 def modules() -> list[Path]:

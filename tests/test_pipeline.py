@@ -20,7 +20,7 @@ import sys
 import pytest
 from ruamel.yaml import YAML
 from safetensors.torch import load_file
-from support.dvc_repo import (REFERENCES, RUNS, SCALES, assert_ran, assert_ran_between, back_to_first_run, dvc, dvc_env,
+from support.dvc_repo import (REFERENCES, ROOT, RUNS, SCALES, assert_ran, assert_ran_between, back_to_first_run, dvc, dvc_env,
                               exp_run, stages_of)
 
 from medqa_scale.core.params import read_yaml
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow  # end-to-end DVC runs
 def test_first_run_produces_every_output(repo, first_run):
     expected = stages_of(RUNS) | {
         "check_params", "download_model", "download_data", "preprocess", "data_card", "split", "generate_base",
-        "generate_base_4bit", "evaluate", "summarize"}
+        "generate_base_4bit", "evaluate", "download_benchmarks", "benchmark", "summarize"}
     assert_ran(first_run, expected)
     assert (repo / "models/base/model.safetensors").exists()
     assert json.loads((repo / "models/base/provenance.json").read_text())["source"] == "builtin"
@@ -191,7 +191,9 @@ def test_a_changed_file_under_data_external_reruns_download_data(repo, first_run
     extra = repo / "data/external/new.jsonl"
     extra.write_text('{"question": "头痛？", "answer": "休息。"}\n', encoding="utf-8")
     try:
-        assert set(json.loads(dvc(repo, "status", "--json").stdout)) == {"download_data"}
+        # Both gatherers read data/external/ (data and benchmark sets live there); what they gather is the
+        # same, so nothing after them would rerun.
+        assert set(json.loads(dvc(repo, "status", "--json").stdout)) == {"download_data", "download_benchmarks"}
     finally:
         extra.unlink()
     assert json.loads(dvc(repo, "status", "--json").stdout) == {}
@@ -228,9 +230,10 @@ def test_a_qlora_knob_reruns_only_the_qlora_side(repo, first_run):
         assert set(json.loads(dvc(repo, "status", "--json").stdout)) == {"check_params"}
         assert_ran(dvc(repo, "repro", "check_params"), {"check_params"})
         qlora = [r for r in RUNS if r.startswith("qlora-")]
-        # The 4-bit base is loaded with the knob too; scoring reruns only if the answers change.
+        # The 4-bit base is loaded with the knob too; scoring reruns only if the answers change; the exams
+        # are answered on the 4-bit base too (one stage for all runs).
         assert set(json.loads(dvc(repo, "status", "--json").stdout)) == \
-            {f"{s}@{r}" for r in qlora for s in ("train", "generate")} | {"generate_base_4bit"}
+            {f"{s}@{r}" for r in qlora for s in ("train", "generate")} | {"generate_base_4bit", "benchmark"}
     finally:
         params_file.write_text(original, encoding="utf-8")
     dvc(repo, "repro", "check_params")  # back from DVC's run cache
@@ -241,7 +244,7 @@ def test_lr_change_reruns_exactly_the_training_side(repo, first_run):
     back_to_first_run(repo, first_run)
     out = exp_run(repo, "train.lr=5e-5")
     assert_ran_between(out, {f"{s}@{r}" for r in RUNS for s in ("train", "generate")} | {"check_params"},
-                       {"evaluate", "summarize"})
+                       {"evaluate", "benchmark", "summarize"})
     info = json.loads((repo / "metrics/runinfo/train-lora-200-42.json").read_text())
     lr = info["training_arguments"]["learning_rate"]
     assert lr == 5e-05 and isinstance(lr, float)
@@ -272,16 +275,45 @@ def test_lr_change_reruns_exactly_the_training_side(repo, first_run):
     assert rows[first][-1] == "0.01" and rows[second][-1] == "5e-05", table
 
 
-def test_editing_the_metrics_code_rescores_without_regenerating(repo, first_run):
+@pytest.mark.parametrize("module, anchor, rerun", [
+    ("medqa_scale/evaluate/metrics.py", "ROUGE_KEYS = (", "evaluate"),  # rescored, not regenerated
+    ("medqa_scale/evaluate/exam_scoring.py", "SCORINGS = (", "benchmark"),  # no training, no answers
+])
+def test_editing_scoring_code_reruns_only_its_scoring_and_the_summary(repo, first_run, module, anchor, rerun):
+    # summarize reruns when the scores it reads change; this edit changes none
     back_to_first_run(repo, first_run)
-    metrics = repo / "medqa_scale/evaluate/metrics.py"
-    original = metrics.read_text(encoding="utf-8")
-    metrics.write_text(original.replace("ROUGE_KEYS = (", "# an edit to the metrics code\nROUGE_KEYS = ("), encoding="utf-8")
+    path = repo / module
+    original = path.read_text(encoding="utf-8")
+    path.write_text(original.replace(anchor, f"# an edit to the scoring code\n{anchor}"), encoding="utf-8")
+    try:
+        assert_ran_between(dvc(repo, "repro"), {rerun}, {"summarize"})
+    finally:
+        path.write_text(original, encoding="utf-8")
+    dvc(repo, "repro")
+    assert json.loads(dvc(repo, "status", "--json").stdout) == {}
+
+
+def test_a_new_benchmark_set_reruns_no_training_and_no_generation(repo, first_run):
+    back_to_first_run(repo, first_run)
+    target = repo / "data/external/benchmarks/cmmlu_high_school_geography.csv"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "tests/fixtures/benchmarks/cmmlu_high_school_geography.csv", target)
+    params_file = repo / "params.yaml"
+    original = params_file.read_text(encoding="utf-8")
+    p = read_yaml(params_file)
+    p["benchmarks"].append({"name": "geography", "role": "retention", "path": "data/external/benchmarks/cmmlu_high_school_geography.csv"})
+    with open(params_file, "w", encoding="utf-8") as f:
+        YAML(typ="safe", pure=True).dump(p, f)
     try:
         out = dvc(repo, "repro")
-        assert_ran(out, {"evaluate", "summarize"})
+        # download_data reruns because data/external/ changed, gathers the same records, and stops there.
+        assert_ran(out, {"check_params", "download_data", "download_benchmarks", "benchmark", "summarize"})
+        metrics = json.loads((repo / "metrics/benchmark/lora-200-42.json").read_text())
+        assert metrics["sets"]["geography"]["n"] == 2 and metrics["sets"]["geography"]["role"] == "retention"
+        assert "geography accuracy" in (repo / "plots/report.md").read_text(encoding="utf-8")
     finally:
-        metrics.write_text(original, encoding="utf-8")
+        params_file.write_text(original, encoding="utf-8")
+        target.unlink()
     dvc(repo, "repro")
     assert json.loads(dvc(repo, "status", "--json").stdout) == {}
 
@@ -291,7 +323,7 @@ def test_another_seed_adds_runs_and_reruns_none_of_the_first(repo, first_run):
     lora = [r for r in RUNS if r.startswith("lora-")]  # LoRA alone keeps the test short; QLoRA's runs are named alike
     out = exp_run(repo, "train.seeds=[42,43]", "methods=[lora]")
     # The one evaluate stage rescores every run (seconds): no run is trained or answered again.
-    assert_ran(out, stages_of([r.replace("-42", "-43") for r in lora]) | {"check_params", "evaluate", "summarize"})
+    assert_ran(out, stages_of([r.replace("-42", "-43") for r in lora]) | {"check_params", "evaluate", "benchmark", "summarize"})
     table = (repo / "plots/results_summary.csv").read_text().splitlines()
     header, first = table[0].split(","), dict(zip(table[0].split(","), table[3].split(",")))
     assert len(table) == 1 + 2 + len(lora) and first["run"] == "lora-200" and first["seeds"] == "2"

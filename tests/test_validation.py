@@ -345,10 +345,14 @@ def test_an_unknown_primary_metric_is_reported(params):
 
 def test_a_bootstrap_too_coarse_for_holm_to_call_anything_is_reported(params):
     # 2 methods x 3 scales: 13 pairs x 3 metrics = 39 p-values; 500 resamples give p >= 1/501, which
-    # Holm lifts to 39/501 = 0.078 >= 0.05.
+    # Holm lifts to 39/501 = 0.078 >= 0.05. Each benchmark set adds its accuracy to every pair.
     params["methods"], params["split"]["scales"] = ["lora", "qlora"], ["1k", "2k", "5k"]
     params["evaluate"]["bootstrap"]["resamples"] = 500
+    params["benchmarks"] = []
     problems = validate(params)
     assert _keys(problems) == ["evaluate.bootstrap.resamples"] and "39 comparisons" in problems[0] and "0.078" in problems[0]
+    params["benchmarks"] = [{"role": "domain", "builtin": "domain"}, {"role": "retention", "builtin": "retention"}]
+    problems = validate(params)
+    assert _keys(problems) == ["evaluate.bootstrap.resamples"] and "65 comparisons" in problems[0] and "0.130" in problems[0]
     params["evaluate"]["bootstrap"]["resamples"] = 2400
     assert validate(params) == []

@@ -207,6 +207,44 @@ def generate_pairs(n: int, seed: int) -> list[dict]:
     return records
 
 
+@dataclass(frozen=True)
+class Country:
+    name: str
+    capital: str
+    continent: str
+
+
+# General knowledge the built-in base model learns in pre-training and the medical QA data never
+# mentions: what the retention benchmark asks, to see what fine-tuning makes the model forget.
+COUNTRIES: tuple[Country, ...] = (
+    Country("中国", "北京", "亚洲"), Country("日本", "东京", "亚洲"), Country("韩国", "首尔", "亚洲"),
+    Country("印度", "新德里", "亚洲"), Country("泰国", "曼谷", "亚洲"), Country("越南", "河内", "亚洲"),
+    Country("蒙古", "乌兰巴托", "亚洲"), Country("伊朗", "德黑兰", "亚洲"), Country("法国", "巴黎", "欧洲"),
+    Country("英国", "伦敦", "欧洲"), Country("德国", "柏林", "欧洲"), Country("意大利", "罗马", "欧洲"),
+    Country("西班牙", "马德里", "欧洲"), Country("俄罗斯", "莫斯科", "欧洲"), Country("希腊", "雅典", "欧洲"),
+    Country("挪威", "奥斯陆", "欧洲"), Country("埃及", "开罗", "非洲"), Country("肯尼亚", "内罗毕", "非洲"),
+    Country("尼日利亚", "阿布贾", "非洲"), Country("埃塞俄比亚", "亚的斯亚贝巴", "非洲"), Country("摩洛哥", "拉巴特", "非洲"),
+    Country("巴西", "巴西利亚", "南美洲"), Country("阿根廷", "布宜诺斯艾利斯", "南美洲"), Country("智利", "圣地亚哥", "南美洲"),
+    Country("秘鲁", "利马", "南美洲"), Country("美国", "华盛顿", "北美洲"), Country("加拿大", "渥太华", "北美洲"),
+    Country("墨西哥", "墨西哥城", "北美洲"), Country("古巴", "哈瓦那", "北美洲"), Country("澳大利亚", "堪培拉", "大洋洲"),
+    Country("新西兰", "惠灵顿", "大洋洲"), Country("斐济", "苏瓦", "大洋洲"),
+)
+COUNTRY_PROMPTS = ("请介绍一下{country}。", "{country}是个怎样的国家？", "讲讲{country}的基本情况。")
+
+
+def general_dialogues(n: int, seed: int) -> list[list[dict]]:
+    """Chats of general knowledge (each country's capital and continent), for pre-training only."""
+    rng = random.Random(seed)
+    dialogues = []
+    for _ in range(n):
+        c = rng.choice(COUNTRIES)
+        sentences = [f"{c.name}的首都是{c.capital}。", f"{c.name}位于{c.continent}。", f"{c.capital}是{c.name}的首都。"]
+        rng.shuffle(sentences)
+        dialogues.append([{"role": "user", "content": rng.choice(COUNTRY_PROMPTS).format(country=c.name)},
+                          {"role": "assistant", "content": "".join(sentences)}])
+    return dialogues
+
+
 TOPIC_PROMPTS = ("请介绍一下{cond}。", "{cond}是什么病？", "讲讲{cond}的基本知识。", "关于{cond}，你知道些什么？")
 
 

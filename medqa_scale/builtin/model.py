@@ -225,7 +225,10 @@ def pretrain(model, tokenizer, dialogues: list[list[dict]], steps: int, batch_si
 def build_and_save(builtin: dict, seed: int, out: Path) -> dict:
     """Build, pre-train and save the model that params `model.builtin` describe; its provenance."""
     torch.manual_seed(seed)
-    dialogues = corpus.pretraining_dialogues(builtin["pretrain"]["passages"], seed=seed)
+    # Medical passages and general knowledge (what the retention benchmark asks), one pool that
+    # each step samples from.
+    dialogues = (corpus.pretraining_dialogues(builtin["pretrain"]["passages"], seed=seed)
+                 + corpus.general_dialogues(builtin["pretrain"].get("general_passages", 0), seed=seed + 1))
     vocabulary_text = [m["content"] for d in dialogues for m in d] + corpus.tokenizer_text()
     tokenizer = build_tokenizer(vocabulary_text, builtin["vocab_size"])
     model = build_model(tokenizer, builtin["arch"], seed=seed)

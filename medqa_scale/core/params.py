@@ -93,12 +93,13 @@ def source_kind(source: dict) -> str:
 
 
 def source_name(source: dict) -> str:
-    """A data source's name: its `name`, else `builtin`, the file's stem (path, url) or the repo id."""
+    """A data or benchmark source's name: its `name`, else `builtin` (a benchmark's: its set), the file's
+    stem (path, url) or the repo id."""
     kind = source_kind(source)
     if source.get("name"):
         return str(source["name"])
-    if kind == "builtin":
-        return "builtin"
+    if kind == "builtin":  # a data source's builtin is a count; a benchmark's names its set
+        return source["builtin"] if isinstance(source["builtin"], str) else "builtin"
     if kind in ("path", "url"):
         return Path(str(source[kind]).rstrip("/")).stem
     return str(source[kind])

@@ -73,7 +73,8 @@ class Arch(LibrarySection):  # transformers.Qwen2Config fields
 
 
 class Pretrain(Section):
-    passages: int = PositiveInt
+    passages: int = PositiveInt  # medical passages
+    general_passages: int = Field(default=0, ge=0)  # general knowledge: what a retention benchmark asks
     steps: int = PositiveInt
     batch_size: int = PositiveInt
     lr: float = Field(gt=0)
@@ -146,6 +147,31 @@ class Source(Section):
     fields: Fields | None = None
     limit: int | None = Field(default=None, gt=0)  # at most this many records from the source
     share: float | None = Field(default=None, gt=0, le=1)  # this source's share of the mix of sources with a share
+
+
+class Benchmark(Section):
+    """One multiple-choice set: a role and exactly one source kind, as a data source has."""
+
+    role: Literal["domain", "retention"]  # medical knowledge, or general ability the study must not lose
+    builtin: Literal["domain", "retention"] | None = None  # the embedded default's own sets
+    path: str | None = None
+    url: str | None = Field(default=None, pattern=r"^https?://")
+    hf: str | None = None
+    modelscope: str | None = None
+    revision: str | None = None
+    files: list[str] | None = None
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    name: str | None = None
+    format: Literal["auto", "json", "jsonl", "csv", "tsv", "parquet"] = "auto"
+    answer_index_base: Literal[0, 1] = 1  # a numeric answer (MedMCQA's cop) counts options from this
+
+
+class BenchmarkSettings(Section):
+    scoring: Literal["letter", "option_text"]  # lm-eval's acc on the letters, or acc_norm on the options' text
+    k_shot: int = Field(ge=0)  # solved items from the set's own dev files before each question
+    shot_files: str = Field(min_length=1)  # which of a set's files are its dev files (a glob), used only for shots
+    multiple_answer: Literal["exact", "skip"]  # exact set match (letter scoring), or set aside and counted
+    batch_size: int = PositiveInt
 
 
 class Data(Section):
@@ -238,6 +264,7 @@ class Report(Section):
         description="the verdict's metric: nll (the reference answer's NLL per token) or a generation metric")
     alpha: float = Field(gt=0, lt=0.5, description="family-wise error rate, Holm-adjusted over the report's comparisons")
     margin: dict[str, float] = Field(description="δ per metric: how much worse than the best a cheaper setup may be")
+    max_retention_drop: float = Field(ge=0, description="accuracy points of retention a setup may lose before it is flagged")
 
 
 class Gguf(Section):
@@ -266,6 +293,8 @@ class Params(Section):
     quantization: Quantization
     train: Train
     evaluate: Evaluate
+    benchmarks: list[Benchmark]
+    benchmark: BenchmarkSettings
     report: Report
     export: Export
 
@@ -334,6 +363,11 @@ def project_problems(p: dict) -> list[str]:
                 bad(f"model.{key}", "must be a non-empty string (pin revision to a commit for reproducibility)")
 
     data_size = _check_sources(data.get("sources"), bad)
+    _check_sources(p.get("benchmarks"), bad, "benchmarks")
+    settings = p.get("benchmark") or {}
+    if isinstance(settings, dict) and settings.get("multiple_answer") == "exact" and settings.get("scoring") == "option_text":
+        bad("benchmark.multiple_answer", "exact set match needs scoring: letter (a set of option texts is no continuation); "
+            "use skip, or scoring: letter")
 
     sizes = []
     scales = split.get("scales")
@@ -369,12 +403,12 @@ def project_problems(p: dict) -> list[str]:
             if m not in method_args:
                 bad(f"train.method_args.{m}", "missing: give per_device_train_batch_size and gradient_accumulation_steps")
 
-    _check_report(_mapping(p, "report"), evaluate, methods, sizes, bad)
+    _check_report(_mapping(p, "report"), evaluate, methods, sizes, bad, p.get("benchmarks"))
     problems += _library_field_problems(p)
     return problems
 
 
-def _check_report(report: dict, evaluate: dict, methods, sizes: list[int], bad) -> None:
+def _check_report(report: dict, evaluate: dict, methods, sizes: list[int], bad, benchmarks=()) -> None:
     """Every compared metric has a margin, and the bootstrap is fine enough that Holm's correction
     over the report's comparisons can call a difference at all."""
     primary, alpha, margin = report.get("primary_metric"), report.get("alpha"), report.get("margin")
@@ -385,14 +419,15 @@ def _check_report(report: dict, evaluate: dict, methods, sizes: list[int], bad) 
     resamples = _mapping(evaluate, "bootstrap").get("resamples")
     if isinstance(methods, list) and sizes and _positive_int(resamples) and isinstance(alpha, float):
         m, s = len(set(map(str, methods))), len(sizes)
-        family = 3 * (m * s + m * (s - 1) + (s if m > 1 else 0))
+        metrics = 3 + (len(benchmarks) if isinstance(benchmarks, list) else 0)  # each benchmark set's accuracy too
+        family = metrics * (m * s + m * (s - 1) + (s if m > 1 else 0))
         if family / (resamples + 1) >= alpha:
             bad("evaluate.bootstrap.resamples", f"{resamples} resamples give p-values no smaller than 1/{resamples + 1}, which "
                 f"Holm's correction over {family} comparisons lifts to at least {family / (resamples + 1):.3f}, not below "
                 f"report.alpha ({alpha}): no difference could be called; use at least {int(3 * family / alpha)}")
 
 
-def _check_sources(sources, bad) -> int | None:
+def _check_sources(sources, bad, where: str = "data.sources") -> int | None:
     """Each source names exactly one kind, and a path sits under data/external/ (a DVC dep of
     download_data, so a changed file reruns it). Returns the record count when every source is
     builtin, the only case where it is known before reading."""
@@ -400,7 +435,7 @@ def _check_sources(sources, bad) -> int | None:
         return None
     names, builtin_total, all_builtin = [], 0, True
     for i, source in enumerate(sources):
-        key = f"data.sources.{i}"
+        key = f"{where}.{i}"
         if not isinstance(source, dict):
             continue
         kinds = [k for k in SOURCE_KINDS if source.get(k) is not None]
@@ -429,7 +464,7 @@ def _check_sources(sources, bad) -> int | None:
             bad(f"{key}.{k}", f"applies to other source kinds, not to {kind}")
         names.append(source_name(source))
     if len(set(map(str, names))) != len(names):
-        bad("data.sources", f"source names repeat: {names}; give each a distinct name")
+        bad(where, f"source names repeat: {names}; give each a distinct name")
     return builtin_total if all_builtin and builtin_total else None
 
 

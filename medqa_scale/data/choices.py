@@ -65,10 +65,12 @@ class ChoiceRead:
                 "skipped_total": len(self.problems)}
 
 
-def read_benchmark(spec: dict, workdir: Path) -> ChoiceRead:
+def read_benchmark(spec: dict, workdir: Path, seed: int = 0) -> ChoiceRead:
     """Fetch a `benchmarks:` entry's source (path, url, hf, modelscope: as data.sources) into
-    `workdir`, an empty scratch directory, and read every file of it."""
+    `workdir`, an empty scratch directory, and read every file of it; builtin sets are drawn from `seed`."""
     kind, name = source_kind(spec), source_name(spec)
+    if kind == "builtin":
+        return _read_builtin(name, spec["builtin"], seed)
     root, files, provenance = fetch(spec, workdir)
     result = ChoiceRead(name, kind, provenance)
     base = int(spec.get("answer_index_base", 1))
@@ -89,6 +91,20 @@ def read_benchmark(spec: dict, workdir: Path) -> ChoiceRead:
                              "read": len(items), "unlabelled": sum(i["answer"] is None for i in items)}
         log.info("benchmark %s: %s is %s %s, %d items (%d unlabelled), %d left out", name, rel, encoding, container,
                  len(items), result.files[rel]["unlabelled"], len(problems))
+    return result
+
+
+def _read_builtin(name: str, which: str, seed: int) -> ChoiceRead:
+    from medqa_scale.builtin.exams import domain_items, retention_items
+
+    items = (domain_items if which == "domain" else retention_items)(seed)
+    result = ChoiceRead(name, "builtin", {"source": "builtin", "generator": "medqa_scale/builtin/exams.py", "set": which,
+                                          "seed": seed})
+    result.items = [{**item, "id": f"{name}:{item['origin']['file']}:{item['origin']['location'].replace(' ', '')}"}
+                    for item in items]
+    for file in sorted({i["origin"]["file"] for i in items}):
+        n = sum(i["origin"]["file"] == file for i in items)
+        result.files[file] = {"encoding": "utf-8", "container": "builtin", "items": n, "read": n, "unlabelled": 0}
     return result
 
 

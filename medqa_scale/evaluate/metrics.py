@@ -117,7 +117,8 @@ def bleu_from_stats(stats) -> float:
 # sacrebleu's own bootstrap seeds from an environment variable and reports mean +- 1.96 sd; its
 # sentence statistics, summed over each resample, give the corpus BLEU of that resample instead.
 _BLEU = sacrebleu.metrics.BLEU(tokenize="zh")
-MEAN_METRICS = (*ROUGE_KEYS, *LF_ROUGE_KEYS, CHAR_BLEU)  # means of per-sample scores
+ACCURACY = "accuracy"  # a multiple-choice item answered right, x100 (stage benchmark)
+MEAN_METRICS = (*ROUGE_KEYS, *LF_ROUGE_KEYS, CHAR_BLEU, ACCURACY)  # means of per-sample scores
 METRICS = (*ROUGE_KEYS, "bleu", *LF_ROUGE_KEYS, CHAR_BLEU)  # from the answers (evaluate stage)
 # Corpus-level metrics from per-answer sufficient statistics: summed over any set of answers, the
 # statistics give that set's value (BLEU; NLL per token = total NLL / total answer tokens).

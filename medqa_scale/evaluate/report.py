@@ -17,6 +17,11 @@ MEMORY_LABELS = {"cuda_max_allocated": "peak GPU memory (MB, CUDA max allocated)
                  "cpu_rss_growth_over_loaded_model": "memory growth over the loaded model (MB, CPU RSS)"}
 
 
+def label_of(metric: str) -> str:
+    """A metric's name on the page; a benchmark set's accuracy is `acc-<set>`."""
+    return METRIC_LABELS.get(metric) or f"{metric[4:]} accuracy"
+
+
 def _cell(text: str, limit: int = 160) -> str:
     """One Markdown table cell: no pipes or line breaks, long answers cut with an ellipsis."""
     text = " ".join(str(text).split()).replace("|", "\\|")
@@ -54,7 +59,7 @@ def _better(metric: str) -> str:
 
 def report_markdown(setups: pd.DataFrame, comparisons: list[dict], choice: dict, rouge_choice: dict, fits: dict,
                     examples: list[dict], *, primary: str, alpha: float, margin: dict, confidence: float, resamples: int,
-                    n_test: int, groups: int, seeds: list[int], produced_on: str) -> str:
+                    n_test: int, groups: int, seeds: list[int], produced_on: str, knowledge: dict | None = None) -> str:
     """The report: what each step of data bought, the verdict, results with intervals, generation
     health, comparisons with Holm-adjusted p-values, costs, and example answers side by side.
     `fits[method][metric]` are medqa_scale.evaluate.scaling.scaling_fit results."""
@@ -64,7 +69,9 @@ def report_markdown(setups: pd.DataFrame, comparisons: list[dict], choice: dict,
     level, label = f"{confidence:.0%}", METRIC_LABELS[primary]
     floor = 1 / (resamples + 1)
     compared = [k for k in dict.fromkeys([primary, "rouge-l", "bleu"])]
-    family = len(comparisons) * len(compared)
+    knowledge = knowledge or {"sets": {}, "flags": {}, "max_drop": 0.0}
+    set_metrics = [f"acc-{s}" for s in knowledge["sets"]]
+    family = len(comparisons) * (len(compared) + len(set_metrics))
     out = [
         "# What fine-tuning data is worth: results",
         "",
@@ -94,7 +101,7 @@ def report_markdown(setups: pd.DataFrame, comparisons: list[dict], choice: dict,
     for method, by_metric in fits.items():
         for metric, fit in by_metric.items():
             g = fit["per_doubling"]
-            out.append(f"- `{method}`, {METRIC_LABELS[metric]}: {_diff(g['gain'], g['low'], g['high'], metric)} per "
+            out.append(f"- `{method}`, {label_of(metric)}: {_diff(g['gain'], g['low'], g['high'], metric)} per "
                        f"doubling of the training set ({_better(metric)}).")
             sat = fit.get("saturating")
             if sat and sat.get("next_doubling"):
@@ -121,7 +128,7 @@ def report_markdown(setups: pd.DataFrame, comparisons: list[dict], choice: dict,
                 f"within δ of the best: {', '.join(f'`{s}`' for s in choice['within_margin'])}."]
     out += ["", f"Rule (params `report`, fixed before the numbers): {choice['rule']}. α = {alpha:g} is family-wise: "
             f"Holm's correction runs over all {family} p-values of the comparisons table ({len(comparisons)} pairs x "
-            f"{len(compared)} metrics). p-values resolve to 1/(resamples + 1) = {floor:.5f}. "
+            f"{len(compared) + len(set_metrics)} metrics). p-values resolve to 1/(resamples + 1) = {floor:.5f}. "
             f"Margins δ: {', '.join(f'{k} {v:g}' for k, v in margin.items())}.", ""]
     if rouge_choice["choice"] == choice["choice"]:
         out += [f"A verdict by the same rule on ROUGE-L agrees (`{rouge_choice['choice']}`).", ""]
@@ -129,6 +136,8 @@ def report_markdown(setups: pd.DataFrame, comparisons: list[dict], choice: dict,
         out += [f"A verdict by the same rule on ROUGE-L would differ: "
                 + (f"`{rouge_choice['choice']}`." if rouge_choice["choice"] else "no setup qualifies on ROUGE-L.")
                 + " ROUGE-L follows the decoder as well as the model (see generation health).", ""]
+    if set_metrics:
+        out += _knowledge_section(rows, comparisons, choice, knowledge, floor)
     metric_cols = [k for k in METRIC_LABELS if k in setups]
     out += ["## Results", "",
             _table(["setup", "training samples", *(METRIC_LABELS[k] for k in metric_cols), "perplexity"],
@@ -185,3 +194,40 @@ def report_markdown(setups: pd.DataFrame, comparisons: list[dict], choice: dict,
                 _table(["", "answer"], [["reference", _cell(ex["reference"])]] +
                        [[f"`{run}`", _cell(answer)] for run, answer in ex["answers"].items()]), ""]
     return "\n".join(out).rstrip() + "\n"
+
+
+def _knowledge_section(rows: list[dict], comparisons: list[dict], choice: dict, knowledge: dict, floor: float) -> list[str]:
+    """Exam accuracy of every setup on each multiple-choice set, its change against the setup's own
+    reference (paired, Holm-adjusted with the rest), and the retention check of the verdict."""
+    sets, flags, max_drop = knowledge["sets"], knowledge["flags"], knowledge["max_drop"]
+    retention = [s for s, role in sets.items() if role == "retention"]
+    by_pair = {c["a"]: c for c in comparisons if c["b"] in REFERENCE_RUNS}
+    out = ["## Knowledge and retention", "",
+           "Multiple-choice exams scored by log-likelihood, no generation: "
+           + "; ".join(f"`{s}` ({'medical knowledge' if role == 'domain' else 'general ability: retention'})"
+                       for s, role in sets.items())
+           + ". Each change is against the setup's own reference (LoRA: base, QLoRA: base-4bit), paired on the same "
+           "items, its p-value Holm-adjusted with the comparisons table."
+           + (f" A setup is flagged (⚠) when a retention set falls by more than {max_drop:g} points." if retention else ""), ""]
+    pick = choice.get("choice")
+    if pick and retention:
+        lost = flags.get(pick, [])
+        changes = ", ".join(f"`{s}` {_diff(by_pair[pick][f'acc-{s}_diff'], by_pair[pick][f'acc-{s}_diff_low'], by_pair[pick][f'acc-{s}_diff_high'], 'acc')} points"
+                            for s in retention)
+        out += [(f"**The most cost-effective setup, `{pick}`, keeps general ability**" if not lost else
+                 f"**The most cost-effective setup, `{pick}`, loses general ability** on {', '.join(f'`{s}`' for s in lost)}")
+                + f": retention change {changes} (limit −{max_drop:g}, params report.max_retention_drop).", ""]
+    header = ["setup"]
+    for s in sets:
+        header += [f"{s} accuracy [interval]", f"Δ {s} [interval]", "p (Holm)"]
+    table = []
+    for r in rows:
+        line = [f"`{r['run']}`" + (" ⚠" if flags.get(r["run"]) else "")]
+        for s in sets:
+            k = f"acc-{s}"
+            line.append(_with_interval(r, k))
+            c = by_pair.get(r["run"])
+            line += ([_diff(c[f"{k}_diff"], c[f"{k}_diff_low"], c[f"{k}_diff_high"], k), _p(c[f"{k}_p_holm"], floor)]
+                     if c else ["–", "–"])
+        table.append(line)
+    return out + [_table(header, table), ""]

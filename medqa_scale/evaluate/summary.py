@@ -42,7 +42,18 @@ def _eval_columns(metrics_dir: Path, run: str) -> dict:
     bounds = {f"{k}_{end}": e["interval"][k][end] for k in QUALITY for end in ("low", "high")}
     return {"nll": nll["nll"], "nll_low": nll["interval"]["nll"]["low"], "nll_high": nll["interval"]["nll"]["high"],
             "perplexity": nll["perplexity"], **{k: e[k] for k in QUALITY}, **bounds,
-            **{col: g[key] for col, key in EVAL_COSTS.items()}, **{k: e["health"][k] for k in HEALTH}, "n_test": e["n_test"]}
+            **{col: g[key] for col, key in EVAL_COSTS.items()}, **{k: e["health"][k] for k in HEALTH}, "n_test": e["n_test"],
+            **_benchmark_columns(metrics_dir, run)}
+
+
+def _benchmark_columns(metrics_dir: Path, run: str) -> dict:
+    """Each multiple-choice set's accuracy and interval (`acc-<set>`), where stage benchmark scored the run."""
+    path = metrics_dir / "benchmark" / f"{run}.json"
+    if not path.exists():
+        return {}
+    sets = read_json(path)["sets"]
+    return {f"acc-{name}{end}": (s["accuracy"] if not end else s["interval"]["accuracy"][end[1:]])
+            for name, s in sets.items() for end in ("", "_low", "_high")}
 
 
 def setups_table(runs: pd.DataFrame, quality: dict[str, dict]) -> pd.DataFrame:
@@ -87,11 +98,12 @@ def curves_table(curves: pd.DataFrame) -> pd.DataFrame:
     return wide
 
 
-def summary(setups: pd.DataFrame, choice: dict, rouge_choice: dict) -> dict:
+def summary(setups: pd.DataFrame, choice: dict, rouge_choice: dict, knowledge: dict | None = None) -> dict:
     """What `dvc metrics diff` and `dvc exp show` compare: the primary metric, the best setup by
     the report's rule with its primary metric, interval, ROUGE-L, BLEU and cost (training seconds,
     training peak memory in MB), the most cost-effective setup, the base model, how many setups
-    qualified, and the setup a ROUGE-L verdict would choose. In this order, and short: the keys
+    qualified, the setup a ROUGE-L verdict would choose, and (`knowledge`, from the benchmarks) the
+    chosen setup's exam accuracy changes and whether it keeps general ability. In this order, and short: the keys
     are the experiments table's columns (README, `dvc exp show --keep ...`). Without a qualifying
     setup the best and the choice are null."""
     metric = choice["metric"]
@@ -109,4 +121,5 @@ def summary(setups: pd.DataFrame, choice: dict, rouge_choice: dict) -> dict:
             "most_cost_effective_train_runtime_s": value(pick, "train_runtime_s"),
             f"base_{key}": float(base[metric]), "base_rouge_l": float(base["rouge-l"]), "base_bleu": float(base["bleu"]),
             "qualifying_setups": len(choice["qualifying"]), "setups": int((~setups.run.isin(REFERENCE_RUNS)).sum()),
-            "rouge_l_verdict": rouge_choice["choice"], "rouge_l_verdict_agrees": rouge_choice["choice"] == choice["choice"]}
+            "rouge_l_verdict": rouge_choice["choice"], "rouge_l_verdict_agrees": rouge_choice["choice"] == choice["choice"],
+            **(knowledge or {})}

@@ -51,7 +51,8 @@ def dvc_env() -> dict:
 
 
 RUN_FOLDERS = ("metrics/likelihood", "metrics/evaluate", "metrics/generate", "metrics/train", "metrics/runinfo",
-               "data/likelihood", "data/scores", "data/predictions", "dvclive")  # one file or folder per run
+               "metrics/benchmark", "data/likelihood", "data/scores", "data/predictions", "data/benchmark",
+               "dvclive")  # one file or folder per run
 RECORDS = {"dir": None}  # the folder of params reads, set by the repo fixture
 
 
