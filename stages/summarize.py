@@ -75,7 +75,7 @@ def main() -> None:
     fits = scaling(compared, table, methods, scales, fitted, confidence) if len(scales) > 1 else {}
     retention = [s for s, role in sets.items() if role == "retention"]
     knowledge = {"sets": sets, "flags": retention_flags(pairs, reference_of, retention, r["max_retention_drop"]),
-                 "max_drop": r["max_retention_drop"]}
+                 "max_drop": r["max_retention_drop"], "alpha": r["alpha"]}
     tuned = by_run[~by_run.run.isin(REFERENCE_RUNS)]
     curves = loss_curves([(r, scale_size(s)) for r, s in zip(tuned.run, tuned.scale)], Path("dvclive"))
     for name, frame in (("results_summary", table), ("results_by_run", by_run), ("comparisons", pd.DataFrame(pairs)),
@@ -156,6 +156,8 @@ def knowledge_summary(pairs: list[dict], choice: dict, knowledge: dict) -> dict:
            for s in knowledge["sets"]}
     retention = [s for s, role in knowledge["sets"].items() if role == "retention"]
     out["keeps_general_ability"] = None if pick is None or not retention else not knowledge["flags"].get(pick)
+    out["retention_drop_clear"] = None if row is None or not retention else any(
+        row[f"acc-{s}_p_holm"] < knowledge["alpha"] and row[f"acc-{s}_diff"] < 0 for s in retention)
     return out
 
 

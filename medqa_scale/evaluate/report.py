@@ -69,7 +69,7 @@ def report_markdown(setups: pd.DataFrame, comparisons: list[dict], choice: dict,
     level, label = f"{confidence:.0%}", METRIC_LABELS[primary]
     floor = 1 / (resamples + 1)
     compared = [k for k in dict.fromkeys([primary, "rouge-l", "bleu"])]
-    knowledge = knowledge or {"sets": {}, "flags": {}, "max_drop": 0.0}
+    knowledge = knowledge or {"sets": {}, "flags": {}, "max_drop": 0.0, "alpha": alpha}
     set_metrics = [f"acc-{s}" for s in knowledge["sets"]]
     family = len(comparisons) * (len(compared) + len(set_metrics))
     out = [
@@ -212,11 +212,19 @@ def _knowledge_section(rows: list[dict], comparisons: list[dict], choice: dict, 
     pick = choice.get("choice")
     if pick and retention:
         lost = flags.get(pick, [])
-        changes = ", ".join(f"`{s}` {_diff(by_pair[pick][f'acc-{s}_diff'], by_pair[pick][f'acc-{s}_diff_low'], by_pair[pick][f'acc-{s}_diff_high'], 'acc')} points"
-                            for s in retention)
-        out += [(f"**The most cost-effective setup, `{pick}`, keeps general ability**" if not lost else
-                 f"**The most cost-effective setup, `{pick}`, loses general ability** on {', '.join(f'`{s}`' for s in lost)}")
-                + f": retention change {changes} (limit −{max_drop:g}, params report.max_retention_drop).", ""]
+        changes = "; ".join(f"`{s}` {_diff(by_pair[pick][f'acc-{s}_diff'], by_pair[pick][f'acc-{s}_diff_low'], by_pair[pick][f'acc-{s}_diff_high'], 'acc')} "
+                            f"points (Holm p = {_p(by_pair[pick][f'acc-{s}_p_holm'], floor)})" for s in retention)
+        clear = [s for s in lost if by_pair[pick][f"acc-{s}_p_holm"] < knowledge["alpha"]]
+        if not lost:
+            verdict = f"**The most cost-effective setup, `{pick}`, keeps general ability** by its estimate"
+        elif clear:
+            verdict = (f"**The most cost-effective setup, `{pick}`, loses general ability**: a clear drop on "
+                       f"{', '.join(f'`{s}`' for s in clear)}")
+        else:
+            verdict = (f"**The most cost-effective setup, `{pick}`, may lose general ability**: its estimate falls beyond "
+                       "the limit, but the drop is not clear at the Holm-adjusted level")
+        out += [f"{verdict}. Retention against its reference: {changes}; limit −{max_drop:g} points "
+                "(params report.max_retention_drop).", ""]
     header = ["setup"]
     for s in sets:
         header += [f"{s} accuracy [interval]", f"Δ {s} [interval]", "p (Holm)"]
