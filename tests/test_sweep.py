@@ -18,6 +18,7 @@ def evaluation(score):
 
 def entry(rev, name, lr, scores):
     metrics = {f"metrics/evaluate/{run}.json": evaluation(s) for run, s in scores.items()}
+    metrics |= {f"metrics/benchmark/{run}.json": {"data": {"sets": {"retention": {"accuracy": 60.0 - s / 2}}}} for run, s in scores.items()}
     metrics["metrics/summary.json"] = {"data": {"best_run": "lora-2k"}}
     return {"rev": rev, "name": name, "data": {"params": {"params.yaml": {"data": {"seed": 42, "train": {"lr": lr, "seeds": [42]}}}},
                                                "metrics": metrics}}
@@ -50,3 +51,10 @@ def test_no_evaluated_experiment_is_one_clear_message():
 def test_the_figure_is_a_png(tmp_path):
     plot_sweep(sweep_table(SHOWN), tmp_path / "sweep.png")
     assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_each_runs_exam_accuracy_is_a_column_beside_its_scores():
+    # The KL trade-off in one table: the domain gain and the retention each experiment's runs keep.
+    table = sweep_table(SHOWN)
+    row = table[(table.experiment == "lr-5e-5") & (table.run == "lora-2k-42")].iloc[0]
+    assert row["acc-retention"] == 60.0 - 33.0 / 2

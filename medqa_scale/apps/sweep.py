@@ -4,9 +4,11 @@ sweep (learning rates, seeds, KL on and off...) ends in one place.
 Run from the repository root, after the experiments ran here or were pulled (`dvc exp pull`):
     python -m medqa_scale.apps.sweep                  # the workspace, HEAD and HEAD's experiments
     python -m medqa_scale.apps.sweep --all-commits    # every commit's experiments
-Reads:  `dvc exp show --json`: each experiment's params.yaml and metrics/evaluate/<run>.json
+Reads:  `dvc exp show --json`: each experiment's params.yaml, metrics/evaluate/<run>.json and
+        metrics/benchmark/<run>.json
 Writes: outputs/sweep.csv, one row per experiment and run: the experiment, the params that differ
-        between experiments, the run (method, scale, seed) and ROUGE-L and BLEU with their intervals
+        between experiments, the run (method, scale, seed), ROUGE-L and BLEU with their intervals, and
+        each exam set's accuracy (acc-<set>: domain knowledge gained, retention kept)
         outputs/sweep.png, ROUGE-L against training samples per method, one panel per experiment
         (outputs/ is git-ignored: a sweep is compared, not versioned)
 """
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 
 OUT = Path("outputs")
 EVALUATE = "metrics/evaluate/"
+BENCHMARK = "metrics/benchmark/"  # exam accuracy per set: domain gain and retention, with and without KL
 
 
 def experiments(shown: list[dict]) -> list[tuple[str, dict]]:
@@ -64,6 +67,8 @@ def sweep_table(shown: list[dict]) -> pd.DataFrame:
     rows, params = [], {}
     for name, data in experiments(shown):
         params[name] = flatten(((data.get("params") or {}).get("params.yaml") or {}).get("data") or {})
+        exams = {Path(path).stem: (entry or {}).get("data") or {} for path, entry in data["metrics"].items()
+                 if path.startswith(BENCHMARK)}
         for path, entry in data["metrics"].items():
             m = (entry or {}).get("data")
             if not path.startswith(EVALUATE) or not m or "rouge-l" not in m:
@@ -72,7 +77,8 @@ def sweep_table(shown: list[dict]) -> pd.DataFrame:
             method, scale, seed = (run_name, "0", None) if run_name in REFERENCE_RUNS else parse_run(run_name)
             rows.append({"experiment": name, "run": run_name, "method": method, "scale": scale, "seed": seed,
                          "n_train": 0 if seed is None else scale_size(scale), **{k: m[k] for k in ("rouge-l", "bleu")},
-                         **{f"{k}_{end}": m["interval"][k][end] for k in ("rouge-l", "bleu") for end in ("low", "high")}})
+                         **{f"{k}_{end}": m["interval"][k][end] for k in ("rouge-l", "bleu") for end in ("low", "high")},
+                         **{f"acc-{s}": v["accuracy"] for s, v in (exams.get(run_name, {}).get("sets") or {}).items()}})
     if not rows:
         raise PipelineError("no experiment has evaluation metrics yet: run `dvc exp run` (or `dvc exp pull`) first")
     keys = sorted({k for p in params.values() for k in p})
