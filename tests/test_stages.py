@@ -377,3 +377,26 @@ def test_generate_loads_each_run_as_it_was_trained(workspace, monkeypatch, run, 
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((workspace / f"metrics/generate/{run}.json").read_text())
     assert metrics["adapter"] == adapter and metrics["base_4bit"] == (run.startswith("qlora") or run == "base-4bit")
+
+
+def _exam_item(i: int, file: str, answer) -> dict:
+    return {"id": f"s:{file}:{i}", "set": "s", "role": "domain", "origin": {"file": file, "location": f"line {i}"},
+            "question": f"问{i}", "options": {"A": "甲", "B": "乙", "C": "丙"}, "answer": answer}
+
+
+def test_the_benchmark_stage_draws_shots_from_dev_files_and_sets_items_aside_by_reason():
+    from medqa_scale.core.cli import PipelineError
+    from stages.benchmark import prepare
+
+    items = ([_exam_item(i, "dev/x_dev.csv", ["A"]) for i in range(4)] + [_exam_item(i, "val/x_val.csv", ["B"]) for i in range(5)]
+             + [_exam_item(9, "test/x_test.csv", None), _exam_item(10, "val/x_val.csv", ["A", "C"])])
+    settings = {"k_shot": 2, "shot_files": "*dev*", "multiple_answer": "skip"}
+    s = prepare(items, settings, seed=1)
+    assert len(s["shots"]) == 2 and all(shot["origin"]["file"] == "dev/x_dev.csv" for shot in s["shots"])
+    assert s["shots"] == prepare(items, settings, seed=1)["shots"]  # drawn from the seed
+    assert [i["origin"]["file"] for i in s["items"]] == ["val/x_val.csv"] * 5
+    assert s["set_aside"] == {"shots": 4, "unlabelled": 1, "multiple_answer": 1}
+    exact = prepare(items, {**settings, "k_shot": 0, "multiple_answer": "exact"}, seed=1)
+    assert len(exact["items"]) == 4 + 5 + 1 and exact["shots"] == [] and exact["set_aside"]["shots"] == 0  # dev scored too
+    with pytest.raises(PipelineError, match="k_shot is 5"):
+        prepare(items, {**settings, "k_shot": 5}, seed=1)
