@@ -76,7 +76,8 @@ def commit(repo: Path, message: str) -> None:
 
 def tracked_text(repo: Path) -> str:
     files = subprocess.run(["git", "ls-files"], cwd=repo, capture_output=True, text=True, check=True).stdout.split()
-    history = subprocess.run(["git", "log", "-p", "--all"], cwd=repo, capture_output=True, text=True, check=True).stdout
+    # Not every tracked file is UTF-8 (a benchmark fixture is GBK, as such files come): bytes, decoded leniently.
+    history = subprocess.run(["git", "log", "-p", "--all"], cwd=repo, capture_output=True, check=True).stdout.decode("utf-8", "replace")
     return history + "".join((repo / f).read_text(encoding="utf-8", errors="replace") for f in files if (repo / f).is_file())
 
 
