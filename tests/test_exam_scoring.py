@@ -69,6 +69,7 @@ def test_shared_prefixes_give_the_log_likelihoods_of_one_pass_per_pair(model_and
         assert abs(value - one) < 1e-4
 
 
+@pytest.mark.slow  # loads lm-eval and runs its evaluator: a cross-check, out of the fast tier
 @pytest.mark.parametrize("scoring, metric", [("letter", "acc"), ("option_text", "acc_norm")])
 def test_accuracy_equals_lm_evaluation_harness_on_the_same_items_and_prompts(model_and_tokenizer, tmp_path, monkeypatch, scoring, metric):
     # lm-eval 0.4.13's multiple_choice task fed the same chat-templated prompts and candidates, with
