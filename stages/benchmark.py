@@ -80,15 +80,16 @@ def prepare(items: list[dict], b: dict, seed: int) -> dict:
     """A set's shots (k of its dev files' items, drawn from seed), the items it scores, and those set
     aside by reason; with k_shot 0 the dev files are scored like the rest."""
     dev = [i for i in items if fnmatch.fnmatch(i["origin"]["file"], b["shot_files"])] if b["k_shot"] else []
-    if b["k_shot"] and len([i for i in dev if i["answer"] and len(i["answer"]) == 1]) < b["k_shot"]:
+    pool = [i for i in dev if i["answer"] and len(i["answer"]) == 1]  # a shot shows one answer
+    if len(pool) < b["k_shot"]:
         raise PipelineError(f"benchmark {items[0]['set']!r}: benchmark.k_shot is {b['k_shot']} but its files matching "
                             f"benchmark.shot_files ({b['shot_files']!r}) hold {len(dev)} items; lower k_shot or add dev files")
-    pool = [i for i in dev if i["answer"] and len(i["answer"]) == 1]
     shots = random.Random(seed).sample(pool, b["k_shot"]) if b["k_shot"] else []
     aside = {"shots": len(dev), "unlabelled": 0, "multiple_answer": 0}
+    dev_ids = {i["id"] for i in dev}
     scored = []
     for item in items:
-        if item in dev:
+        if item["id"] in dev_ids:
             continue
         if item["answer"] is None:
             aside["unlabelled"] += 1
