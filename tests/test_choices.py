@@ -131,3 +131,96 @@ def test_a_malformed_item_is_refused_with_its_reason(item, reason):
     with pytest.raises(ShapeError) as e:
         to_choice(item)
     assert e.value.reason == reason
+
+
+# --- the study's sets, from stand-ins of their hub repos at the pinned commits ---------------------
+
+
+def _parquet(rows: list[dict]) -> bytes:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), buf)
+    return buf.getvalue()
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+def test_the_study_sets_read_stand_ins_of_c_eval_and_cmmlu_at_their_pinned_commits(hub_env, tmp_path):
+    # The layouts as published: C-Eval one parquet file per subject and split (its test answers
+    # empty), CMMLU one zip with dev/ and test/ CSVs (BOM, an unnamed index column).
+    from ruamel.yaml import YAML
+
+    study = YAML(typ="safe", pure=True).load((Path(__file__).parents[1] / "conf/profile/study.yaml").read_text("utf-8"))
+    sets = {s["name"]: s for s in study["benchmarks"]}
+    row = {"id": 0, "question": "急性心肌梗死最早出现的症状是", "A": "胸痛", "B": "发热", "C": "恶心", "D": "心律失常",
+           "answer": "A", "explanation": ""}
+    ceval = {f"{subject}/{split}-00000-of-00001.parquet": _parquet([{**row, "answer": "" if split == "test" else "A"}] * 2)
+             for subject in ("basic_medicine", "clinical_medicine", "physician", "law") for split in ("dev", "val", "test")}
+    hub_env.add_commit("ceval/ceval-exam", {**ceval, "README.md": b"---\nlicense: cc-by-nc-sa-4.0\n---\n"},
+                       repo_type="dataset", sha=sets["ceval-medicine"]["revision"])
+    csv = "\ufeff,Question,A,B,C,D,Answer\n0,世界上面积最大的大洋是,大西洋,太平洋,印度洋,北冰洋,B\n1,,甲,乙,丙,丁,A\n"
+    subjects = [Path(m).stem for s in ("cmmlu-medicine", "cmmlu-general") for m in sets[s]["members"]] + ["arts"]
+    archive = _zip({f"{split}/{subject}.csv": csv.encode() for subject in subjects for split in ("dev", "test")})
+    hub_env.add_commit("haonan-li/cmmlu", {"cmmlu_v1_0_1.zip": archive, "cmmlu.py": b"raise SystemExit\n"},
+                       repo_type="dataset", sha=sets["cmmlu-medicine"]["revision"])
+    assert sets["cmmlu-general"]["revision"] == sets["cmmlu-medicine"]["revision"]
+
+    reads = {}
+    for name, spec in sets.items():
+        (tmp_path / name).mkdir()
+        reads[name] = read_benchmark(spec, tmp_path / name)
+
+    c = reads["ceval-medicine"]
+    assert c.provenance["resolved_commit"] == sets["ceval-medicine"]["revision"]
+    assert sorted(c.files) == [f"{s}/val-00000-of-00001.parquet" for s in ("basic_medicine", "clinical_medicine", "physician")]
+    assert c.summary()["labelled"] == 6 and not c.problems
+    for name, role in (("cmmlu-medicine", "domain"), ("cmmlu-general", "retention")):
+        r, members = reads[name], sets[name]["members"]
+        assert sets[name]["role"] == role
+        assert sorted(r.files) == sorted(f"cmmlu_v1_0_1.zip/{m}" for m in members)  # test files of its subjects only
+        assert r.summary()["labelled"] == len(members)
+        assert [(p["reason"], p["location"]) for p in r.problems] == [("no_question", "line 3")] * len(members)
+        assert {i["options"]["B"] for i in r.items} == {"太平洋"} and {tuple(i["answer"]) for i in r.items} == {("B",)}
+    assert not set(reads["cmmlu-medicine"].files) & set(reads["cmmlu-general"].files)
+
+
+def read_zip(tmp_path: Path, entries: dict[str, bytes], **spec):
+    """read_benchmark on a zip under data/external/ holding `entries`, as a `path:` entry."""
+    (tmp_path / "data/external").mkdir(parents=True)
+    (tmp_path / "data/external/sets.zip").write_bytes(_zip(entries))
+    (tmp_path / "scratch").mkdir()
+    return read_benchmark({"name": "sets", "role": "domain", "path": "data/external/sets.zip", **spec}, tmp_path / "scratch")
+
+
+def test_an_archive_member_that_would_land_outside_is_refused(tmp_path, monkeypatch):
+    from medqa_scale.core.cli import PipelineError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PipelineError, match="outside the archive"):
+        read_zip(tmp_path, {"../../evil.csv": b"question,A,B,answer\nq,a,b,A\n"})
+    assert not (tmp_path / "evil.csv").exists() and not (tmp_path.parent / "evil.csv").exists()
+
+
+def test_members_that_match_nothing_say_which_patterns_to_check(tmp_path, monkeypatch):
+    from medqa_scale.core.cli import PipelineError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PipelineError, match="members patterns"):
+        read_zip(tmp_path, {"test/a.csv": b"question,A,B,answer\nq,a,b,A\n"}, members=["dev/*"])
+    (tmp_path / "again").mkdir()
+    monkeypatch.chdir(tmp_path / "again")
+    assert read_zip(tmp_path / "again", {"test/a.csv": b"question,A,B,answer\nq,a,b,A\n"}, members=["test/*"]).files == {
+        "sets.zip/test/a.csv": {"encoding": "utf-8", "container": "csv", "items": 1, "read": 1, "unlabelled": 0}}

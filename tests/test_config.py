@@ -212,6 +212,10 @@ def test_study_profile_validates_and_reads_a_public_set_at_a_pinned_commit(tmp_p
     assert validate(p) == []
     [source] = p["data"]["sources"]
     assert source["hf"] == "FreedomIntelligence/Huatuo26M-Lite" and re.fullmatch(r"[0-9a-f]{40}", source["revision"])
+    # Exams: at least one medical set and one general set, each at a commit (read in test_choices).
+    assert {b["role"] for b in p["benchmarks"]} == {"domain", "retention"}
+    assert all(re.fullmatch(r"[0-9a-f]{40}", b["revision"]) for b in p["benchmarks"])
+    assert p["benchmark"]["scoring"] == "letter" and p["benchmark"]["k_shot"] == 0
 
 
 def test_lr_override_reaches_params_as_a_float(tmp_path):

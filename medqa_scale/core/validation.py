@@ -141,6 +141,7 @@ class Source(Section):
     modelscope: str | None = None  # a ModelScope dataset id
     revision: str | None = None  # hf / modelscope: a branch, tag or commit (resolved and recorded)
     files: list[str] | None = None  # hf / modelscope: file patterns to fetch, e.g. ["*.jsonl"]
+    members: list[str] | None = None  # a zip archive among the files: globs on the paths inside it to read (default all)
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")  # url: the file's expected hash
     name: str | None = None  # default: the file's stem or the repo id
     format: Literal["auto", "json", "jsonl", "csv", "tsv", "parquet", "markdown"] = "auto"
@@ -160,6 +161,7 @@ class Benchmark(Section):
     modelscope: str | None = None
     revision: str | None = None
     files: list[str] | None = None
+    members: list[str] | None = None
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
     name: str | None = None
     format: Literal["auto", "json", "jsonl", "csv", "tsv", "parquet"] = "auto"

@@ -71,11 +71,10 @@ def read_benchmark(spec: dict, workdir: Path, seed: int = 0) -> ChoiceRead:
     kind, name = source_kind(spec), source_name(spec)
     if kind == "builtin":
         return _read_builtin(name, spec["builtin"], seed)
-    root, files, provenance = fetch(spec, workdir)
+    files, provenance = fetch(spec, workdir)
     result = ChoiceRead(name, kind, provenance)
     base = int(spec.get("answer_index_base", 1))
-    for path in files:
-        rel = path.relative_to(root).as_posix() if path != root else path.name
+    for rel, path in files:
         encoding, container, raw, problems = read_items(path, spec.get("format", "auto"))
         problems = [*problems]
         items = []

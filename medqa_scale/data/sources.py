@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import logging
 import random
+import shutil
+import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+from fnmatch import fnmatch
+from pathlib import Path, PurePosixPath
 
 from medqa_scale.core import hub
 from medqa_scale.core.cli import PipelineError
@@ -54,10 +57,9 @@ def read_source(source: dict, workdir: Path, seed: int) -> SourceRead:
     kind, name = source_kind(source), source_name(source)
     if kind == "builtin":
         return _read_builtin(name, source["builtin"], seed)
-    root, files, provenance = fetch(source, workdir)
+    files, provenance = fetch(source, workdir)
     result = SourceRead(name, kind, provenance)
-    for path in files:
-        rel = path.relative_to(root).as_posix() if path != root else path.name
+    for rel, path in files:
         read = read_file(path, fields=source.get("fields"), container=source.get("format", "auto"))
         for c in read.conversations:
             *history, (question, answer) = c["turns"]
@@ -76,30 +78,62 @@ def read_source(source: dict, workdir: Path, seed: int) -> SourceRead:
     return result
 
 
-def fetch(source: dict, workdir: Path) -> tuple[Path, list[Path], dict]:
-    """(root, its data files, provenance) of a source that is not builtin: a path is read in place,
-    a URL or a hub dataset is downloaded into `workdir` (an empty scratch directory) at its pinned
-    revision. A dataset repo's card and licence are left out: they are no data."""
+def fetch(source: dict, workdir: Path) -> tuple[list[tuple[str, Path]], dict]:
+    """(its data files as (name, path), provenance) of a source that is not builtin: a path is read in
+    place, a URL or a hub dataset is downloaded into `workdir` (an empty scratch directory) at its
+    pinned revision. A dataset repo's card and licence are left out: they are no data. A zip archive
+    is unpacked into `workdir` and stands for its members (those matching `members`, default all),
+    named <archive>/<member>: sets such as CMMLU are published as one zip."""
     kind, name = source_kind(source), source_name(source)
     if kind == "path":
         root = Path(source["path"])
         files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")) if root.is_dir() else [root]
         provenance = {"source": "path", "path": str(root)}
     else:
-        root = workdir
+        root = workdir / "download"
+        root.mkdir()
         if kind == "url":
-            provenance = hub.download_url(source["url"], workdir, source.get("sha256"))
+            provenance = hub.download_url(source["url"], root, source.get("sha256"))
         elif kind == "hf":
-            provenance = hub.download_hf(source["hf"], source["revision"], workdir, repo_type="dataset",
+            provenance = hub.download_hf(source["hf"], source["revision"], root, repo_type="dataset",
                                          patterns=source.get("files"))
         else:
-            provenance = hub.download_modelscope(source["modelscope"], source["revision"], workdir,
+            provenance = hub.download_modelscope(source["modelscope"], source["revision"], root,
                                                  repo_type="dataset", patterns=source.get("files"))
-        files = sorted(p for p in workdir.rglob("*") if p.is_file() and not p.name.startswith(".")
+        files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")
                        and not (kind in ("hf", "modelscope") and p.name.lower() in REPO_DOCS))
-    if not files:
-        raise PipelineError(f"source {name!r} has no files; check its {kind} and, for a repo, its files patterns")
-    return root, files, provenance
+    named = []
+    for path in files:
+        rel = path.relative_to(root).as_posix() if path != root else path.name
+        if path.suffix.lower() == ".zip" and zipfile.is_zipfile(path):
+            named += unpack(path, rel, workdir / "unpacked" / rel, source.get("members"), name)
+        else:
+            named.append((rel, path))
+    if not named:
+        what = "its members patterns" if source.get("members") else "for a repo, its files patterns"
+        raise PipelineError(f"source {name!r} has no files; check its {kind} and {what}")
+    return named, provenance
+
+
+def unpack(archive: Path, rel: str, out: Path, members: list[str] | None, name: str) -> list[tuple[str, Path]]:
+    """The members of a zip archive that match `members` (globs on their paths inside it; default all),
+    extracted under `out`, each named <rel>/<member>."""
+    with zipfile.ZipFile(archive) as z:
+        held = len(z.infolist())
+        chosen = [i for i in z.infolist() if not i.is_dir() and not PurePosixPath(i.filename).name.startswith(".")
+                  and (members is None or any(fnmatch(i.filename, m) for m in members))]
+        for info in chosen:
+            member = PurePosixPath(info.filename)
+            if member.is_absolute() or ".." in member.parts:  # would write outside `out` (zip slip)
+                raise PipelineError(f"source {name!r}: {rel} holds {info.filename!r}, a path outside the archive; "
+                                    "refusing to unpack it. Unpack the archive by hand into data/external/ and check it")
+            target = out / member
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with z.open(info) as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+    log.info("%s: %s holds %d entries, %d of them read (members %s)", name, rel, held, len(chosen),
+             members or "all")
+    return [(f"{rel}/{i.filename}", out / i.filename) for i in sorted(chosen, key=lambda i: i.filename)]
 
 
 def _read_builtin(name: str, n: int, seed: int) -> SourceRead:
