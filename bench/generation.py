@@ -6,8 +6,12 @@ Needs:  `dvc repro train` (models/base, data/split/test.jsonl, the run's adapter
 
 Part 1, batching: the base model answers the first --prompts test questions (a) one at a time
 (batch 1) and (b) as the generate stage does, longest first in batches of --batch with left
-padding. It prints the median samples/s of each over --repeats runs, their ratio (goal: at least
-10), and whether every answer is identical (it must be: batching may not change a greedy answer).
+padding. Timed answers are forced to max_new_tokens (min_new_tokens), as in part 2, so that the
+ratio measures batching, not how long the model likes to answer (a batch waits for its longest
+answer; one question at a time does not). It prints the median samples/s of each over --repeats
+runs, their ratio (goal: at least 10), and whether every answer is identical between the two batch
+sizes, both as the generate stage answers (stopping as usual) and forced to full length (they must
+be: batching may not change a greedy answer).
 
 Part 2, merging: the same questions, batched, answered by the base model, the run's LoRA adapter
 unmerged (PEFT's forward pass adds B·A·x to every targeted layer) and the adapter merged into the
@@ -64,24 +68,26 @@ def main() -> None:
     print(f"{len(chats)} test questions, max_new_tokens {e['max_new_tokens']}, {precision} on "
           f"{'GPU ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU'}, {args.repeats} runs each (median)")
 
-    # Part 1: batch 1 against --batch on the base model.
+    # Part 1: batch 1 against --batch on the base model, every answer max_new_tokens long.
+    fixed = {**e, "generation": {**e["generation"], "min_new_tokens": e["max_new_tokens"]}}
+    sizes = (("sequential", 1), ("batched", args.batch))
+    natural = {name: answer(models["base"], tokenizer, chats, batch, e)[0] for name, batch in sizes}
     timed = {"sequential": [], "batched": []}
-    answers = {}
+    forced = {}
     for _ in range(args.repeats):
-        for name, batch in (("sequential", 1), ("batched", args.batch)):
-            answers[name], seconds = answer(models["base"], tokenizer, chats, batch, e)
+        for name, batch in sizes:
+            forced[name], seconds = answer(models["base"], tokenizer, chats, batch, fixed)
             timed[name].append(seconds)
     speed = {name: len(chats) / statistics.median(s) for name, s in timed.items()}
-    same = answers["sequential"] == answers["batched"]
-    print(f"  batch 1                {speed['sequential']:8.1f} samples/s")
-    print(f"  batch {args.batch:<3d}              {speed['batched']:8.1f} samples/s")
-    print(f"ratio batched/sequential: {speed['batched'] / speed['sequential']:.1f} (goal >= 10); "
-          f"identical answers: {same} ({sum(a == b for a, b in zip(answers['sequential'], answers['batched']))}/{len(chats)})")
+    print(f"  batch 1                {speed['sequential']:8.1f} samples/s ({e['max_new_tokens']} tokens each)")
+    print(f"  batch {args.batch:<3d}              {speed['batched']:8.1f} samples/s ({e['max_new_tokens']} tokens each)")
+    print(f"ratio batched/sequential: {speed['batched'] / speed['sequential']:.1f} (goal >= 10); identical answers: "
+          f"{same(natural, 'sequential', 'batched')} as generated, {same(forced, 'sequential', 'batched')} at full length")
 
     # Part 2: the base model, the unmerged adapter and the merged one, batched.
+    answers = {}
     for name in ("merged", "unmerged"):
         answers[name], _ = answer(models[name], tokenizer, chats, args.batch, e)
-    fixed = {**e, "generation": {**e["generation"], "min_new_tokens": e["max_new_tokens"]}}
     timed = {name: [] for name in models}
     for _ in range(args.repeats):
         for name, model in models.items():
@@ -90,10 +96,14 @@ def main() -> None:
     for name in models:
         print(f"  {name + (' ' + run if name != 'base' else ''):22s} {speed[name]:8.1f} samples/s "
               f"({e['max_new_tokens']} tokens each)")
-    same = answers["merged"] == answers["unmerged"]
     print(f"ratio merged/base: {speed['merged'] / speed['base']:.2f} (goal >= 0.85); merged/unmerged: "
-          f"{speed['merged'] / speed['unmerged']:.2f}; merged answers equal unmerged: {same} "
-          f"({sum(a == b for a, b in zip(answers['merged'], answers['unmerged']))}/{len(chats)})")
+          f"{speed['merged'] / speed['unmerged']:.2f}; merged answers equal unmerged: {same(answers, 'merged', 'unmerged')}")
+
+
+def same(answers: dict, a: str, b: str) -> str:
+    """'True (n/n)' when the two lists of answers are identical, else 'False (k/n)'."""
+    equal = sum(x == y for x, y in zip(answers[a], answers[b]))
+    return f"{answers[a] == answers[b]} ({equal}/{len(answers[a])})"
 
 
 def answer(model, tokenizer, chats, batch: int, e: dict) -> tuple[list[str], float]:

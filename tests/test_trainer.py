@@ -168,3 +168,28 @@ def test_a_padding_free_batch_keeps_samples_apart(data):
     assert batch["input_ids"].shape == (1, n0 + len(train[1]["input_ids"])) and "attention_mask" not in batch
     assert batch["position_ids"][0, n0] == 0 and batch["labels"][0, n0] == IGNORE_INDEX  # restarts, no cross target
     assert batch["use_cache"] is False  # else transformers lets packed samples attend to each other
+
+
+def test_batch_rebalance_draws_its_batches_from_the_runs_seed(tiny_base, data, params, tmp_path):
+    # transformers builds BatchRebalanceSampler without a seed (always 42): seeds would all train on
+    # the same batches in the same order. Each optimizer step stays a random draw of the data.
+    from medqa_scale.model.loading import load_base_model
+
+    tokenizer, train, _ = data
+    model = load_base_model(tiny_base, quantization=None, precision="fp32", trust_remote_code=False)
+    params["train"]["args"].update(train_sampling_strategy="batch_rebalance", eval_strategy="no", save_strategy="no",
+                                   load_best_model_at_end=False)
+    params["train"]["method_args"]["lora"] = {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 2}
+
+    def batches(seed: int) -> list[list[int]]:
+        params["seed"] = seed
+        trainer = RegularisedTrainer(model=model, args=arguments(params, "lora", "fp32", tmp_path / str(seed)),
+                                     train_dataset=train, data_collator=data_collator(tokenizer, False))
+        return [list(b) for b in trainer._get_train_sampler()]
+
+    first, again, other = batches(1), batches(1), batches(2)
+    assert first == again and first != other
+    assert sorted(i for b in first for i in b) == list(range(len(train)))  # every sample once per epoch
+    lengths = [len(ids) for ids in train["input_ids"]]
+    step = sorted(i for b in first[:2] for i in b)  # one optimizer step: 8 samples in 2 micro-batches
+    assert len(step) == 8 and max(lengths[i] for i in first[0]) >= max(lengths[i] for i in first[1])

@@ -125,6 +125,16 @@ class RegularisedTrainer(Trainer):
             loss = loss * self.accelerator.num_processes  # as the Trainer does for its own loss
         return loss
 
+    def _get_train_sampler(self, train_dataset=None):
+        from transformers.trainer_pt_utils import BatchRebalanceSampler
+
+        sampler = super()._get_train_sampler(train_dataset)
+        if isinstance(sampler, BatchRebalanceSampler):
+            # transformers builds it without a seed, so every seed would draw the same batches: the
+            # run's data seed makes seeds replicates of the data order too.
+            sampler.seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return sampler
+
     def log(self, logs: dict, *args, **kwargs):
         if self._kl and "loss" in logs:
             logs["kl_to_base"] = sum(self._kl) / len(self._kl)
