@@ -199,9 +199,17 @@ def architecture_costs(layers: int | None, seq_len: int | None, batch: int | Non
         med = {k: {m: statistics.median(r[m] for r in v) for m in ("seconds", "peak_mb")} | {"eval_loss": v[0]["eval_loss"],
                "padding": v[0]["padding"]} for k, v in runs.items()}
         tokens = real - sum(a + b for a, b in pairs[:batch])  # the warm-up step is not timed
+        # The doctor's estimate for ours at the longest batch it met (memory peaks there): padded to its
+        # longest sample, logits for its answer tokens only.
+        fields = method_args(p["train"]["args"], p["train"]["method_args"][method])
+        longest = max(range(steps + 1), key=lambda k: max(a + b for a, b in pairs[k * batch:(k + 1) * batch]))
+        chunk = pairs[longest * batch:(longest + 1) * batch]
         est = estimate_training_memory({**QWEN25_3B, "num_hidden_layers": depth}, method=method, batch_size=batch,
-                                       seq_len=2 * limit, precision=precision, activation_checkpointing=True,
-                                       lora_r=p["lora"]["r"], lora_targets=p["lora"]["target_modules"])["total"] / 2**20
+                                       seq_len=max(a + b for a, b in chunk), precision=precision,
+                                       activation_checkpointing=bool(fields.get("activation_checkpointing")),
+                                       answer_len=round(sum(b for _, b in chunk) / batch), lora_r=p["lora"]["r"],
+                                       lora_targets=p["lora"]["target_modules"],
+                                       loss_chunk_tokens=p["train"]["loss_chunk_tokens"])["total"] / 2**20
         for setup, m in med.items():
             print(f"  {method:5s} {setup:8s} {tokens / m['seconds']:9.0f} real tokens/s  peak memory {m['peak_mb']:8.0f} MB  "
                   f"eval loss {m['eval_loss']:.4f}  (padding: {m['padding']:.0%} of random batches)" if setup == "baseline" else

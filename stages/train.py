@@ -4,7 +4,8 @@ Run:    dvc repro train@lora-2k-42  (or: python -m stages.train lora-2k-42); the
 Reads:  models/base, data/split/train-<scale>.jsonl, data/split/dev.jsonl,
         data/params/quantization-<method>.json (4-bit settings for qlora, null for lora),
         params precision, model.trust_remote_code, model.chat_template_kwargs, lora, train.lr, train.kl_beta,
-        train.padding_free, train.num_processes, train.tensorboard, train.args, train.method_args.<method>;
+        train.padding_free, train.loss_chunk_tokens, train.attn_implementation, train.num_processes, train.tensorboard,
+        train.args, train.method_args.<method>;
         undeclared, because they decide where or whether the run goes, not what it computes:
         device (where), hardware (the card the fit check compares with), preprocess.max_source_len and
         max_target_len (the fit check's sample length; the split files they shaped are deps) and
@@ -98,7 +99,8 @@ def check_fits(p: dict, method: str, args: dict, precision: str) -> None:
         return
     pre = p["preprocess"]
     settings = run_settings(method, args, precision, max_source_len=pre["max_source_len"], max_target_len=pre["max_target_len"],
-                            lora_r=p["lora"]["r"], lora_targets=p["lora"]["target_modules"])
+                            lora_r=p["lora"]["r"], lora_targets=p["lora"]["target_modules"],
+                            loss_chunk_tokens=p["train"]["loss_chunk_tokens"])
     for free, where in budgets:
         problem = run_problem(read_json(BASE / "config.json"), settings, free, model_name(p["model"]), where)
         if problem:
@@ -121,6 +123,7 @@ def training_settings(p: dict, args: dict, precision: str, seed: int) -> dict:
     return {"seed": seed, "precision": precision, "trust_remote_code": p["model"]["trust_remote_code"],
             "chat_template_kwargs": p["model"]["chat_template_kwargs"], "lora": p["lora"], "lr": p["train"]["lr"], "kl_beta": p["train"]["kl_beta"],
             "padding_free": p["train"]["padding_free"], "num_processes": p["train"]["num_processes"],
+            "loss_chunk_tokens": p["train"]["loss_chunk_tokens"], "attn_implementation": p["train"]["attn_implementation"],
             "args": args}
 
 
@@ -152,6 +155,7 @@ def train(p: dict, method: str, args: dict, seed: int, precision: str, files: Fi
         data_collator=data_collator(tokenizer, p["train"]["padding_free"]),
         callbacks=[meter, *tensorboard(p["train"]["tensorboard"], scratch)],
         kl_beta=p["train"]["kl_beta"],
+        loss_chunk_tokens=p["train"]["loss_chunk_tokens"],
     )
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     peak = memory.stop()
@@ -180,7 +184,7 @@ def load_model(p: dict, method: str, precision: str):
     """The base model, 4-bit for qlora, with a new LoRA adapter to train."""
     quantization = read_json(Path("data/params") / f"quantization-{method}.json")
     model = load_base_model(BASE, quantization=quantization, precision=precision,
-                            trust_remote_code=p["model"]["trust_remote_code"])
+                            trust_remote_code=p["model"]["trust_remote_code"], attn_implementation=p["train"]["attn_implementation"])
     args = method_args(p["train"]["args"], p["train"]["method_args"][method])
     return add_trainable_adapter(model, p["lora"], quantized=quantization is not None,
                                  gradient_checkpointing=args["activation_checkpointing"])

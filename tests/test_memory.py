@@ -70,7 +70,7 @@ def study(**over) -> dict:
               "preprocess": {"max_source_len": 512, "max_target_len": 512},
               "lora": {"r": 8, "target_modules": ATTENTION},
               "split": {"dev_size": 1000, "scales": ["20k", "50k", "100k"]},
-              "train": {"num_processes": 1, "method_args": {
+              "train": {"num_processes": 1, "loss_chunk_tokens": 0, "method_args": {
                   "lora": {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 4},
                   "qlora": {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 2,
                             "activation_checkpointing": True}},
@@ -135,3 +135,13 @@ def test_checkpointing_costs_one_more_forward_pass():
     assert training_flops_per_token(a, 1024, True) == pytest.approx(1.5 * training_flops_per_token(a, 1024, False))
     linear, _ = parameter_counts(a)
     assert training_flops_per_token(a, 1024, False) > 4 * linear  # forward and backward, 2 FLOPs a weight each
+
+
+def test_a_chunked_loss_holds_one_chunk_of_logits():
+    whole = estimate_training_memory(arch("qwen2.5-3b"), method="lora", batch_size=8, seq_len=1024, precision="bf16",
+                                     activation_checkpointing=False, lora_r=8, lora_targets=ATTENTION, answer_len=512)
+    chunked = estimate_training_memory(arch("qwen2.5-3b"), method="lora", batch_size=8, seq_len=1024, precision="bf16",
+                                       activation_checkpointing=False, lora_r=8, lora_targets=ATTENTION, answer_len=512,
+                                       loss_chunk_tokens=1024)
+    assert whole["logits_loss"] == 8 * 512 * 151936 * 8 and chunked["logits_loss"] == 1024 * 151936 * 8
+    assert whole["total"] - chunked["total"] == whole["logits_loss"] - chunked["logits_loss"]

@@ -193,3 +193,17 @@ def test_batch_rebalance_draws_its_batches_from_the_runs_seed(tiny_base, data, p
     lengths = [len(ids) for ids in train["input_ids"]]
     step = sorted(i for b in first[:2] for i in b)  # one optimizer step: 8 samples in 2 micro-batches
     assert len(step) == 8 and max(lengths[i] for i in first[0]) >= max(lengths[i] for i in first[1])
+
+
+@pytest.mark.parametrize("kl_beta", [0.0, 0.5])
+def test_a_chunked_answer_loss_trains_exactly_like_the_whole_one(tiny_base, data, tmp_path, kl_beta):
+    # train.loss_chunk_tokens: the logits of 7 answer tokens at a time (recomputed in backward), against
+    # all at once; the same losses, KL and adapter after 4 steps.
+    whole, whole_trainer = fit(tiny_base, data, tmp_path / "a", kl_beta=kl_beta, dropout=0.0)
+    chunked, chunked_trainer = fit(tiny_base, data, tmp_path / "b", kl_beta=kl_beta, dropout=0.0, loss_chunk_tokens=7)
+    assert losses(chunked_trainer) == pytest.approx(losses(whole_trainer), rel=1e-5)
+    kl = [[e["kl_to_base"] for e in t.state.log_history if "kl_to_base" in e] for t in (whole_trainer, chunked_trainer)]
+    assert kl[0] == pytest.approx(kl[1], rel=1e-4) and (len(kl[0]) == 4 if kl_beta else not kl[0])
+    a, b = adapter_weights(whole), adapter_weights(chunked)
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    assert any(not torch.equal(a[k], torch.zeros_like(a[k])) for k in a if "lora_B" in k)  # it did train

@@ -235,6 +235,8 @@ class Train(Section):
     lr: float = Field(gt=0)
     kl_beta: float = Field(ge=0)
     padding_free: bool
+    loss_chunk_tokens: int = Field(ge=0)  # 0: every answer token's logits at once
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention"] | None
     num_processes: int = PositiveInt
     tensorboard: bool
     method_args: dict[str, MethodArgs]

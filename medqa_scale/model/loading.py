@@ -21,9 +21,11 @@ def quantization_config(q: dict, precision: str):
     return BitsAndBytesConfig(**q)
 
 
-def load_base_model(path: Path, *, quantization: dict | None, precision: str, trust_remote_code: bool):
+def load_base_model(path: Path, *, quantization: dict | None, precision: str, trust_remote_code: bool,
+                    attn_implementation: str | None = None):
     """The base model saved at `path`: 4-bit (bitsandbytes) when `quantization` holds
-    BitsAndBytesConfig fields, as QLoRA trains it; else in `precision`.
+    BitsAndBytesConfig fields, as QLoRA trains it; else in `precision`. `attn_implementation` is
+    transformers' own (None: its default, sdpa).
 
     Weights load from safetensors only, and remote code runs only if the param allows it.
     """
@@ -32,6 +34,8 @@ def load_base_model(path: Path, *, quantization: dict | None, precision: str, tr
     kwargs = {"dtype": torch_dtype(precision), "use_safetensors": True, "trust_remote_code": trust_remote_code}
     if quantization is not None:
         kwargs["quantization_config"] = quantization_config(quantization, precision)
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
     if device() == "cuda":
         kwargs["device_map"] = {"": 0}  # 4-bit weights are placed at load time, not moved later
     return AutoModelForCausalLM.from_pretrained(path, **kwargs)

@@ -70,9 +70,10 @@ def lora_parameter_count(arch: dict, r: int, target_modules: list[str] | str) ->
 
 def estimate_training_memory(arch: dict, *, method: str, batch_size: int, seq_len: int, precision: str,
                              activation_checkpointing: bool, lora_r: int, lora_targets: list[str] | str,
-                             answer_len: int | None = None) -> dict[str, int]:
+                             answer_len: int | None = None, loss_chunk_tokens: int = 0) -> dict[str, int]:
     """Peak training memory in bytes, per component and `total`. `answer_len`: the answer tokens
-    per sample whose logits the loss makes (the train stage skips the prompt's); default seq_len."""
+    per sample whose logits the loss makes (the train stage skips the prompt's); default seq_len.
+    `loss_chunk_tokens` (train.loss_chunk_tokens): at most that many tokens' logits at once."""
     width = BYTES_PER_PARAM[precision]
     linear, other = parameter_counts(arch)
     weights = linear * NF4_BYTES_PER_PARAM + other * width if method == "qlora" else (linear + other) * width
@@ -82,24 +83,28 @@ def estimate_training_memory(arch: dict, *, method: str, batch_size: int, seq_le
     # so this is an upper bound. Checkpointing keeps each layer's 16-bit input (2*s*b*h), plus one
     # layer's full activations while that layer is recomputed.
     full_layer = tokens * h * (34 + 5 * heads * seq_len / h)
+    logit_tokens = batch_size * (answer_len or seq_len)
+    if loss_chunk_tokens:
+        logit_tokens = min(logit_tokens, loss_chunk_tokens)
     activations = (layers * 2 * tokens * h + full_layer) if activation_checkpointing else layers * full_layer
     parts = {"weights": weights,
              "adapter_optimizer": lora_parameter_count(arch, lora_r, lora_targets) * ADAPTER_TRAINING_BYTES,
              "activations": activations * width / 2,
              # the loss upcasts the logits to fp32; softmax and its gradient need as much again
-             "logits_loss": batch_size * (answer_len or seq_len) * arch["vocab_size"] * 4 * 2,
+             "logits_loss": logit_tokens * arch["vocab_size"] * 4 * 2,
              "overhead": OVERHEAD_BYTES}
     parts = {k: int(v) for k, v in parts.items()}
     return {**parts, "total": sum(parts.values())}
 
 
 def run_settings(method: str, args: dict, precision: str, *, max_source_len: int, max_target_len: int,
-                 lora_r: int, lora_targets) -> dict:
+                 lora_r: int, lora_targets, loss_chunk_tokens: int = 0) -> dict:
     """The estimate's settings of one method's run: `args` are its TrainingArguments fields as the
     train stage merges them (core.params.method_args), the lengths params preprocess's limits."""
     return dict(method=method, batch_size=args["per_device_train_batch_size"], precision=precision,
                 activation_checkpointing=args["activation_checkpointing"],
-                seq_len=max_source_len + max_target_len, answer_len=max_target_len, lora_r=lora_r, lora_targets=lora_targets)
+                seq_len=max_source_len + max_target_len, answer_len=max_target_len, lora_r=lora_r, lora_targets=lora_targets,
+                loss_chunk_tokens=loss_chunk_tokens)
 
 
 def params_run_settings(params: dict, method: str, precision: str) -> dict:
@@ -107,7 +112,8 @@ def params_run_settings(params: dict, method: str, precision: str) -> dict:
     train, pre = params["train"], params["preprocess"]
     return run_settings(method, method_args(train["args"], train["method_args"][method]), precision,
                         max_source_len=pre["max_source_len"], max_target_len=pre["max_target_len"],
-                        lora_r=params["lora"]["r"], lora_targets=params["lora"]["target_modules"])
+                        lora_r=params["lora"]["r"], lora_targets=params["lora"]["target_modules"],
+                        loss_chunk_tokens=train["loss_chunk_tokens"])
 
 
 def _first_fit(reestimate, budget: float, method: str, options) -> tuple[int, bool, dict] | None:

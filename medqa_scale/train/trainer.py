@@ -4,7 +4,8 @@
   restarting per sample: transformers then keeps attention inside each sample);
 - TrainingArguments from the method's fields (`train.args`, overridden per method by
   `train.method_args`);
-- `RegularisedTrainer`: the loss on answer tokens, computed from their logits alone, plus
+- `RegularisedTrainer`: the loss on answer tokens, computed from their logits alone (all at once,
+  or `train.loss_chunk_tokens` at a time; or Liger's fused loss with `use_liger_kernel`), plus
   `train.kl_beta` x KL(base || tuned), the base being the same model with its adapter off.
 """
 
@@ -94,36 +95,69 @@ class RegularisedTrainer(Trainer):
     kl_beta 0 the loss is exactly the Trainer's own. Evaluation uses the Trainer's own loss.
     """
 
-    def __init__(self, *args, kl_beta: float = 0.0, **kwargs):
+    def __init__(self, *args, kl_beta: float = 0.0, loss_chunk_tokens: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
         self.kl_beta = kl_beta
+        self.loss_chunk_tokens = loss_chunk_tokens
         self._kl: list[float] = []
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if not model.training or return_outputs:
+        if not model.training or return_outputs or (self.args.use_liger_kernel and self.kl_beta == 0):
+            # With use_liger_kernel (TrainingArguments, CUDA) the model's own loss is Liger's fused linear
+            # cross-entropy over the labelled tokens, which never materialises their logits either.
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         import torch
 
         labels = inputs["labels"]
         targets = labels[:, 1:]
         positions = targets != IGNORE_INDEX  # logits at t predict the token at t + 1
-        keep = torch.nonzero(positions.any(0)).flatten()  # sequence positions whose logits are needed
         forward = {k: v for k, v in inputs.items() if k != "labels"}
-        hidden = model(**forward, logits_to_keep=keep, output_hidden_states=False).logits  # (batch, kept, vocab)
-        mask = positions[:, keep]
-        logits = hidden[mask].float()
-        gold = targets[:, keep][mask]
-        n = num_items_in_batch if num_items_in_batch is not None else mask.sum()
-        loss = torch.nn.functional.cross_entropy(logits, gold, reduction="sum") / n
+        n = num_items_in_batch if num_items_in_batch is not None else positions.sum()
+        if self.loss_chunk_tokens:
+            ce, kl = self._chunked_terms(model, forward, positions, targets[positions])
+            tokens = positions.sum()
+        else:
+            keep = torch.nonzero(positions.any(0)).flatten()  # sequence positions whose logits are needed
+            hidden = model(**forward, logits_to_keep=keep, output_hidden_states=False).logits  # (batch, kept, vocab)
+            mask = positions[:, keep]
+            logits = hidden[mask].float()
+            ce = torch.nn.functional.cross_entropy(logits, targets[:, keep][mask], reduction="sum")
+            tokens = mask.sum()
+            kl = None
+            if self.kl_beta > 0:
+                with torch.no_grad(), self.accelerator.unwrap_model(model).disable_adapter():
+                    base = model(**forward, logits_to_keep=keep).logits[mask].float()
+                kl = answer_kl(base, logits) * tokens
+        loss = ce / n
         if self.kl_beta > 0:
-            with torch.no_grad(), self.accelerator.unwrap_model(model).disable_adapter():
-                base = model(**forward, logits_to_keep=keep).logits[mask].float()
-            kl = answer_kl(base, logits)
-            self._kl.append(kl.item())
-            loss = loss + self.kl_beta * kl * mask.sum() / n
+            self._kl.append((kl / tokens).item())
+            loss = loss + self.kl_beta * kl / n
         if self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes  # as the Trainer does for its own loss
         return loss
+
+    def _chunked_terms(self, model, forward, positions, gold):
+        """(sum of cross-entropy, sum of KL(base || tuned) or None) over the answer tokens, their logits
+        computed `loss_chunk_tokens` at a time from the final hidden states and recomputed in the
+        backward pass: at most one chunk's logits exist at once (train.loss_chunk_tokens)."""
+        import torch
+        from torch.utils.checkpoint import checkpoint
+
+        none = torch.zeros(0, dtype=torch.long, device=positions.device)  # no logits from the model itself
+        hidden = model(**forward, logits_to_keep=none, output_hidden_states=True).hidden_states[-1][:, :-1][positions]
+        unwrapped = self.accelerator.unwrap_model(model)
+        head = (unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped).get_output_embeddings()
+        base = None
+        if self.kl_beta > 0:
+            with torch.no_grad(), unwrapped.disable_adapter():
+                base = model(**forward, logits_to_keep=none, output_hidden_states=True).hidden_states[-1][:, :-1][positions]
+        ce = kl = 0
+        for s in range(0, len(gold), self.loss_chunk_tokens):
+            part = slice(s, s + self.loss_chunk_tokens)
+            c, k = checkpoint(_chunk_terms, head, hidden[part], gold[part], None if base is None else base[part],
+                              use_reentrant=False)
+            ce, kl = ce + c, kl + k
+        return ce, (kl if base is not None else None)
 
     def _get_train_sampler(self, train_dataset=None):
         from transformers.trainer_pt_utils import BatchRebalanceSampler
@@ -140,6 +174,17 @@ class RegularisedTrainer(Trainer):
             logs["kl_to_base"] = sum(self._kl) / len(self._kl)
             self._kl.clear()
         super().log(logs, *args, **kwargs)
+
+
+def _chunk_terms(head, hidden, gold, base_hidden):
+    import torch
+    import torch.nn.functional as F
+
+    logits = head(hidden).float()
+    ce = F.cross_entropy(logits, gold, reduction="sum")
+    if base_hidden is None:
+        return ce, torch.zeros((), device=ce.device)
+    return ce, answer_kl(head(base_hidden).float(), logits) * len(gold)
 
 
 def answer_kl(base_logits, tuned_logits):
