@@ -356,3 +356,20 @@ def test_a_bootstrap_too_coarse_for_holm_to_call_anything_is_reported(params):
     assert _keys(problems) == ["evaluate.bootstrap.resamples"] and "65 comparisons" in problems[0] and "0.130" in problems[0]
     params["evaluate"]["bootstrap"]["resamples"] = 2400
     assert validate(params) == []
+
+
+@pytest.mark.parametrize("section, key, value, where, fragment", [
+    ("args", "use_liger_kernel", True, "train.args.use_liger_kernel", "pip install liger-kernel"),
+    (None, "attn_implementation", "flash_attention_2", "train.attn_implementation", "pip install flash-attn"),
+    (None, "attn_implementation", "flash", "train.attn_implementation", "flash_attention_2"),
+    (None, "loss_chunk_tokens", -1, "train.loss_chunk_tokens", "greater than or equal to 0")])
+def test_a_fused_kernel_without_its_package_is_named_before_a_run(params, section, key, value, where, fragment):
+    # Neither liger-kernel nor flash-attn is installed here (CPU); on a GPU with them, these are valid.
+    (params["train"][section] if section else params["train"])[key] = value
+    problems = validate(params)
+    assert _keys(problems) == [where] and fragment in problems[0], problems
+
+
+def test_the_default_attention_and_a_chunked_loss_are_valid(params):
+    params["train"].update(attn_implementation="sdpa", loss_chunk_tokens=2048)
+    assert validate(params) == []

@@ -393,6 +393,7 @@ def project_problems(p: dict) -> list[str]:
         bad("train.seeds", f"seeds repeat: {seeds}")
     if isinstance(seeds, list) and any(isinstance(s, int) and s < 0 for s in seeds):
         bad("train.seeds", f"seeds must be non-negative: {seeds}")
+    _check_fused_kernels(train, bad)
     evaluate = _mapping(p, "evaluate")
     test, max_samples = split.get("test_size"), evaluate.get("max_samples")
     if _positive_int(test) and _positive_int(max_samples) and max_samples > test:
@@ -410,6 +411,22 @@ def project_problems(p: dict) -> list[str]:
     _check_report(_mapping(p, "report"), evaluate, methods, sizes, bad, p.get("benchmarks"))
     problems += _library_field_problems(p)
     return problems
+
+
+def _check_fused_kernels(train: dict, bad) -> None:
+    """Kernels that need a package (and CUDA) the default install does not bring: named here, before
+    a run fails deep inside transformers."""
+    import importlib.util
+
+    args = _mapping(train, "args")
+    if args.get("use_liger_kernel") is True:
+        if importlib.util.find_spec("liger_kernel") is None:
+            bad("train.args.use_liger_kernel", "needs liger-kernel (CUDA): pip install liger-kernel==0.8.5, or set it false")
+        if isinstance(train.get("kl_beta"), (int, float)) and train["kl_beta"] > 0:
+            bad("train.args.use_liger_kernel", "its fused loss has no KL term: with kl_beta > 0 use train.loss_chunk_tokens")
+    if train.get("attn_implementation") in ("flash_attention_2", "flash_attention_3") and importlib.util.find_spec("flash_attn") is None:
+        bad("train.attn_implementation", f"{train['attn_implementation']} needs flash-attn (CUDA): pip install flash-attn, "
+            "or leave it null (sdpa)")
 
 
 def _check_report(report: dict, evaluate: dict, methods, sizes: list[int], bad, benchmarks=()) -> None:
