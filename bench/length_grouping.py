@@ -1,6 +1,6 @@
 """Benchmark: why length-grouped batches cost eval loss, and which batching keeps the loss.
 
-Run:    python bench/length_grouping.py [--scale 1k] [--seeds 42 43]
+Run:    python bench/length_grouping.py [--scale 1k] [--seeds 42 43] [--micro-batch 4 --accumulation 4]
 Needs:  `dvc repro split` (the built-in model and a train subset).
 
 Trains the train stage's setup (params.yaml: RegularisedTrainer, train.args, train.method_args.lora)
@@ -36,6 +36,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default="1k")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43])
+    parser.add_argument("--micro-batch", type=int, default=4, help="per_device_train_batch_size (the study's LoRA: 4)")
+    parser.add_argument("--accumulation", type=int, default=4, help="gradient_accumulation_steps (the study's LoRA: 4); "
+                        "batch_rebalance splits each step into this many micro-batches, so with 1 it is random order")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     from transformers import AutoTokenizer
@@ -49,14 +52,16 @@ def main() -> None:
     train = encode_records(tokenizer, read_jsonl(f"data/split/train-{args.scale}.jsonl"))
     dev = encode_records(tokenizer, read_jsonl("data/split/dev.jsonl"))
     real = sum(len(ids) for ids in train["input_ids"])
-    print(f"{len(train)} samples, {real} real tokens, {p['train']['args']['num_train_epochs']} epochs, "
-          f"seeds {args.seeds}; eval loss on {len(dev)} dev samples")
+    print(f"{len(train)} samples, {real} real tokens, {p['train']['args']['num_train_epochs']} epochs, micro-batches of "
+          f"{args.micro_batch} x {args.accumulation} per step, seeds {args.seeds}; eval loss on {len(dev)} dev samples")
     for strategy in STRATEGIES:
         losses, speeds, padding = [], [], []
         for seed in args.seeds:
             q = copy.deepcopy(p)
             q["seed"] = seed
             q["train"]["args"]["train_sampling_strategy"] = strategy.split(",")[0]
+            q["train"]["method_args"]["lora"] = {"per_device_train_batch_size": args.micro_batch,
+                                                 "gradient_accumulation_steps": args.accumulation}
             trainer_class = steps_shuffled() if "shuffled" in strategy else recording()
             seconds, loss = train_once("ours", q, tokenizer, train, dev, trainer_class=trainer_class)
             losses.append(loss)
