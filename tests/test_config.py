@@ -305,3 +305,12 @@ def test_dvc_lock_holds_only_the_stages_dvc_yaml_defines():
     assert not stale, f"dvc.lock holds stages dvc.yaml no longer defines: {', '.join(stale)}; delete their entries"
     planted = {"stages": {**lock["stages"], "evaluate@lora-1k-42": {}, "likelihood_base": {}}}
     assert stale_lock_entries(spec, params, planted) == ["evaluate@lora-1k-42", "likelihood_base"]
+
+
+def test_the_study_trains_on_length_rebalanced_steps_and_the_embedded_default_in_random_order(tmp_path):
+    (tmp_path / "s").mkdir()
+    (tmp_path / "e").mkdir()
+    study = compose(ROOT / "conf", tmp_path / "s", ["profile=study"])
+    assert study["train"]["args"]["train_sampling_strategy"] == "batch_rebalance"
+    assert study["train"]["args"]["num_train_epochs"] == 3  # merged into the study's args, not replacing them
+    assert "train_sampling_strategy" not in compose(ROOT / "conf", tmp_path / "e", [])["train"]["args"]
