@@ -177,13 +177,13 @@ def architecture_costs(layers: int | None, seq_len: int | None, batch: int | Non
           f"{torch.cuda.get_device_name(0) if on_gpu else 'CPU'}; batch {batch}, prompts and answers up to {limit} + {limit} "
           f"tokens, lengths as in {lengths_from or 'data/split/train-1k.jsonl'} scaled to them; {steps} timed steps after "
           f"one warm-up; {repeats} runs each (median), each in its own process")
-    from medqa_scale.train.memory import estimate_training_memory
-
     import tempfile
 
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
+    from medqa_scale.core.params import method_args
     from medqa_scale.model.device import torch_dtype
+    from medqa_scale.train.memory import estimate_training_memory
 
     p = read_yaml("params.yaml")
     results = {}
