@@ -21,7 +21,6 @@ the script runs end to end, not the figures.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import re

@@ -323,7 +323,8 @@ def one_run(setup: str, method: str, weights: str, precision: str, limit: int, b
     padding_free = setup == "ours" and p["train"]["padding_free"]
     if setup == "baseline":
         fields.pop("train_sampling_strategy", None)  # random order
-    args = training_arguments(fields, lr=p["train"]["lr"], seed=0, precision=precision, output_dir=Path(tempfile.mkdtemp()),
+    scratch = tempfile.TemporaryDirectory(prefix="bench-train.")  # the Trainer's output_dir, removed at exit
+    args = training_arguments(fields, lr=p["train"]["lr"], seed=0, precision=precision, output_dir=Path(scratch.name),
                               padding_free=padding_free, num_processes=1)
 
     class Clock(TrainerCallback):
