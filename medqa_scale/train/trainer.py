@@ -106,28 +106,13 @@ class RegularisedTrainer(Trainer):
             # With use_liger_kernel (TrainingArguments, CUDA) the model's own loss is Liger's fused linear
             # cross-entropy over the labelled tokens, which never materialises their logits either.
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        import torch
-
         labels = inputs["labels"]
         targets = labels[:, 1:]
-        positions = targets != IGNORE_INDEX  # logits at t predict the token at t + 1
+        positions = targets != IGNORE_INDEX  # hidden state at t predicts the token at t + 1
         forward = {k: v for k, v in inputs.items() if k != "labels"}
         n = num_items_in_batch if num_items_in_batch is not None else positions.sum()
-        if self.loss_chunk_tokens:
-            ce, kl = self._chunked_terms(model, forward, positions, targets[positions])
-            tokens = positions.sum()
-        else:
-            keep = torch.nonzero(positions.any(0)).flatten()  # sequence positions whose logits are needed
-            hidden = model(**forward, logits_to_keep=keep, output_hidden_states=False).logits  # (batch, kept, vocab)
-            mask = positions[:, keep]
-            logits = hidden[mask].float()
-            ce = torch.nn.functional.cross_entropy(logits, targets[:, keep][mask], reduction="sum")
-            tokens = mask.sum()
-            kl = None
-            if self.kl_beta > 0:
-                with torch.no_grad(), self.accelerator.unwrap_model(model).disable_adapter():
-                    base = model(**forward, logits_to_keep=keep).logits[mask].float()
-                kl = answer_kl(base, logits) * tokens
+        ce, kl = self._answer_terms(model, forward, positions, targets[positions])
+        tokens = positions.sum()
         loss = ce / n
         if self.kl_beta > 0:
             self._kl.append((kl / tokens).item())
@@ -136,10 +121,12 @@ class RegularisedTrainer(Trainer):
             loss = loss * self.accelerator.num_processes  # as the Trainer does for its own loss
         return loss
 
-    def _chunked_terms(self, model, forward, positions, gold):
-        """(sum of cross-entropy, sum of KL(base || tuned) or None) over the answer tokens, their logits
-        computed `loss_chunk_tokens` at a time from the final hidden states and recomputed in the
-        backward pass: at most one chunk's logits exist at once (train.loss_chunk_tokens)."""
+    def _answer_terms(self, model, forward, positions, gold):
+        """(sum of cross-entropy, sum of KL(base || tuned) or None) over the answer tokens. The LM head
+        runs on exactly their final hidden states: not on the prompt's, the padding's, or those of
+        positions that are answers in another row of the batch. With train.loss_chunk_tokens their
+        logits are made that many at a time and recomputed in the backward pass, so at most one
+        chunk's logits exist at once."""
         import torch
         from torch.utils.checkpoint import checkpoint
 
@@ -151,6 +138,9 @@ class RegularisedTrainer(Trainer):
         if self.kl_beta > 0:
             with torch.no_grad(), unwrapped.disable_adapter():
                 base = model(**forward, logits_to_keep=none, output_hidden_states=True).hidden_states[-1][:, :-1][positions]
+        if not self.loss_chunk_tokens:
+            ce, kl = _chunk_terms(head, hidden, gold, base)
+            return ce, (kl if base is not None else None)
         ce = kl = 0
         for s in range(0, len(gold), self.loss_chunk_tokens):
             part = slice(s, s + self.loss_chunk_tokens)
