@@ -41,7 +41,7 @@ def main() -> None:
     timings = {"preprocess": [], "split": []}
     for _ in range(args.repeats):
         start = time.perf_counter()
-        kept, _, _ = preprocess_records(raw, tokenizer, p["preprocess"], p["seed"])
+        kept, *_ = preprocess_records(raw, tokenizer, p["preprocess"], p["seed"])
         middle = time.perf_counter()
         split_records(kept, p["split"]["test_size"], p["split"]["dev_size"], p["seed"], p["split"]["leak_threshold"],
                       p["split"]["minhash_perm"])

@@ -21,7 +21,7 @@ from pathlib import Path
 from medqa_scale.core.cli import PipelineError, run
 from medqa_scale.core.durable import remove_stale, write_json, write_jsonl
 from medqa_scale.core.params import load_params
-from medqa_scale.data.sources import apply_shares, read_source
+from medqa_scale.data.sources import apply_shares, read_source, unknown_shape_hint
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,8 @@ def check(reads, max_bad_fraction: float) -> None:
     for read in reads:
         if not read.records:
             raise PipelineError(f"data source {read.name!r} gave no usable records ({len(read.problems)} left out; "
-                                f"first: {read.problems[:1]}); check its files and its fields mapping")
+                                f"first: {read.problems[:1]}); check its files and its fields mapping"
+                                f"{unknown_shape_hint(read.problems)}")
         if read.bad_fraction > max_bad_fraction:
             raise PipelineError(f"data source {read.name!r}: {len(read.problems)} of {read.items} items "
                                 f"({read.bad_fraction:.1%}) could not be read, more than data.max_bad_fraction "

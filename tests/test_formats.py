@@ -204,3 +204,34 @@ def test_json_lines_split_on_newlines_only(tmp_path, question):
     # str.splitlines() would also split on U+2028, NEL and the other separators JSON strings may carry.
     result = read_file(write(tmp_path / "qa.jsonl", jsonl([{"question": question, "answer": A}]) * 2))
     assert examples(result) == [(question, A)] * 2 and not result.problems
+
+
+@pytest.mark.parametrize("layout, obj, turns", [
+    # Multi-turn consultation dumps (instruct/input/output/history), as one public file spells its 144
+    # single-turn records beside the rest of its dialogues.
+    ("instruct", {"instruct": "头痛怎么办？", "input": "", "output": "多休息。", "history": [["你好", "请讲。"]]},
+     [("你好", "请讲。"), ("头痛怎么办？", "多休息。")]),
+    # OpenAI's legacy fine-tuning JSON Lines: {"prompt": ..., "completion": ...}.
+    ("prompt/completion", {"prompt": "头痛怎么办？", "completion": "多休息。"}, [("头痛怎么办？", "多休息。")]),
+])
+def test_near_spellings_that_real_files_use_are_read(layout, obj, turns):
+    assert to_turns(obj) == turns
+
+
+def test_an_unknown_shape_gets_its_keys_and_the_fields_line_that_reads_it(tmp_path):
+    from medqa_scale.data.sources import read_source
+
+    folder = tmp_path / "src"
+    folder.mkdir()
+    write(folder / "cases.jsonl", jsonl([{"medical_case": Q, "doctor_diagnosis": A, "Department": "内科"}] * 3))
+    source = {"name": "cases", "path": str(folder)}
+    read = read_source(source, tmp_path / "work", seed=0)
+    assert not read.records and {p["reason"] for p in read.problems} == {"unknown_shape"}
+    from stages.download_data import check
+
+    with pytest.raises(PipelineError) as e:
+        check([read], 0.5)
+    assert "keys ['Department', 'doctor_diagnosis', 'medical_case']" in str(e.value)
+    assert "fields: {question: medical_case, answer: doctor_diagnosis}" in str(e.value)
+    fixed = read_source({**source, "fields": {"question": "medical_case", "answer": "doctor_diagnosis"}}, tmp_path / "w2", 0)
+    assert [(r["question"], r["answer"]) for r in fixed.records] == [(Q, A)] * 3

@@ -75,15 +75,9 @@ def read_benchmark(spec: dict, workdir: Path, seed: int = 0) -> ChoiceRead:
     result = ChoiceRead(name, kind, provenance)
     base = int(spec.get("answer_index_base", 1))
     for rel, path in files:
-        encoding, container, raw, problems = read_items(path, spec.get("format", "auto"))
-        problems = [*problems]
-        items = []
-        for location, obj in raw:
-            try:
-                items.append({"id": f"{name}:{rel}:{location.replace(' ', '')}", "origin": {"file": rel, "location": location},
-                              **to_choice(obj, base)})
-            except ShapeError as e:
-                problems.append(Problem(e.reason, location, excerpt(obj)))
+        encoding, container, read, problems = read_choice_file(path, spec.get("format", "auto"), base)
+        items = [{"id": f"{name}:{rel}:{location.replace(' ', '')}", "origin": {"file": rel, "location": location}, **item}
+                 for location, item in read]
         result.items += items
         result.problems += [{"reason": p.reason, "file": rel, "location": p.location, "excerpt": p.excerpt} for p in problems]
         result.files[rel] = {"encoding": encoding, "container": container, "items": len(items) + len(problems),
@@ -91,6 +85,20 @@ def read_benchmark(spec: dict, workdir: Path, seed: int = 0) -> ChoiceRead:
         log.info("benchmark %s: %s is %s %s, %d items (%d unlabelled), %d left out", name, rel, encoding, container,
                  len(items), result.files[rel]["unlabelled"], len(problems))
     return result
+
+
+def read_choice_file(path: Path, container: str = "auto", answer_index_base: int = 1
+                     ) -> tuple[str, str, list[tuple[str, dict]], list[Problem]]:
+    """(encoding, container, [(location, item)], problems): every item of one file as a multiple-choice
+    question (to_choice), or as a problem with its reason and location."""
+    encoding, container, raw, problems = read_items(path, container)
+    problems, items = [*problems], []
+    for location, obj in raw:
+        try:
+            items.append((location, to_choice(obj, answer_index_base)))
+        except ShapeError as e:
+            problems.append(Problem(e.reason, location, excerpt(obj)))
+    return encoding, container, items, problems
 
 
 def _read_builtin(name: str, which: str, seed: int) -> ChoiceRead:

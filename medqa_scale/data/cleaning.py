@@ -13,13 +13,24 @@ _BREAK = re.compile(r"<(?:br|p|div|li)\b[^<>]*>", re.I)
 _MOBILE = re.compile(r"(?<![0-9])1[3-9][0-9]{9}(?![0-9])")
 _ID_CARD = re.compile(r"(?<![0-9A-Za-z])[1-9][0-9]{5}(?:18|19|20)[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])[0-9]{3}[0-9Xx](?![0-9A-Za-z])")
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+# Cc without \t \n \v \f \r and the separators \x1c-\x1f (whitespace to str.split, made one space),
+# plus U+FEFF (a byte-order mark inside text, where files were concatenated) and U+FFFE.
+_CONTROL = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f\ufeff\ufffe]")
 PII_MASKS = (("id_card", _ID_CARD, "[身份证号]"), ("mobile", _MOBILE, "[手机号]"), ("email", _EMAIL, "[邮箱]"))
 
 
 def clean_text(text: str) -> str:
-    """HTML tags and entities out, safe NFKC, every run of whitespace (U+3000 too) one space."""
+    """HTML tags and entities out, control characters out, safe NFKC, every run of whitespace
+    (U+3000 too) one space."""
     text = html.unescape(_TAG.sub("", _BREAK.sub(" ", text)))
-    return " ".join(safe_nfkc(text).split())
+    return " ".join(safe_nfkc(strip_control(text)[0]).split())
+
+
+def strip_control(text: str) -> tuple[str, int]:
+    """`text` without control characters (NUL, escape, DEL, C1: Unicode's Cc, except the whitespace
+    ones, which become a space) and stray byte-order marks, and how many were removed."""
+    removed = _CONTROL.findall(text)
+    return (_CONTROL.sub("", text), len(removed)) if removed else (text, 0)
 
 
 def safe_nfkc(text: str) -> str:

@@ -4,7 +4,8 @@ dumps come in, read into conversations; every item that cannot be read is counte
 Everything is detected from the content, never from the file name:
   containers  JSON array, JSON Lines (also when named .json or .txt), CSV and TSV (quoted
               multi-line fields, stray quotes), Parquet, Markdown Q&A (`Q: …`/`A: …`, `### Q1: …`/`A1: …`)
-  encodings   UTF-8, UTF-8 with a byte-order mark, GBK and GB18030
+  encodings   UTF-8, UTF-8 with a byte-order mark, GBK and GB18030; a file that mixes them line
+              by line is read line by line, and a line that is neither is counted (`undecodable`)
   shapes      Alpaca (instruction/input/output), ShareGPT (conversations of from/value), OpenAI
               messages (role/content), query/response, question/answer, questions/answers as
               lists, Chinese keys (问/答, 问题/回答), {"data": ["问：…", "答：…", …]}, CSV rows of
@@ -13,7 +14,12 @@ Everything is detected from the content, never from the file name:
 
 An item becomes a list of (question, answer) turns: the last turn is the example, the earlier
 ones its history. `fields` maps question and answer, history and department to other key names;
-those it leaves out are detected.
+those it leaves out are detected. Near-spellings that public files use are read as the key they
+mean (KEY_ALIASES).
+
+Any input ends in records, counted problems, or one PipelineError that names the file and what
+to do: deep nesting, truncation, stray bytes and enormous fields never reach the user as a
+traceback (tests/test_formats_fuzz.py drives every reader with generated malformed files).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import csv
 import io
 import json
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +38,16 @@ ENCODINGS = ("utf-8-sig", "utf-8", "gb18030")  # GB18030 decodes GBK too: it is 
 QUESTION_KEYS = ("question", "questions", "问", "问题", "q", "Q")
 ANSWER_KEYS = ("answer", "answers", "答", "回答", "a", "A")
 DEPARTMENT_KEYS = ("department", "科室", "dept")
+# Near-spellings real files use, read as the key they mean; tests/test_formats.py names the layout
+# that needs each: `instruct` (multi-turn consultation dumps of instruct/input/output/history),
+# `prompt`/`completion` (OpenAI's legacy fine-tuning JSON Lines).
+KEY_ALIASES = {"instruct": "instruction", "prompt": "instruction", "completion": "output"}
+# Words in a key that hint at the question or the answer: only to suggest a `fields:` line when no
+# known shape matches, never to read a file.
+_QUESTION_HINTS = ("question", "ask", "query", "case", "symptom", "complaint", "problem", "title", "input", "instruction",
+                   "问", "症状", "病例", "病情", "主诉")
+_ANSWER_HINTS = ("answer", "response", "reply", "diagnosis", "advice", "treatment", "output", "doctor", "solution",
+                 "答", "回复", "诊断", "建议", "医生")
 USER_ROLES = {"human", "user"}
 ASSISTANT_ROLES = {"gpt", "assistant", "bot", "model"}
 _MD_QUESTION = re.compile(r"^\s*(?:#+\s*)?Q\d*\s*[:：]\s*(.*)$")
@@ -54,6 +71,7 @@ class Problem:
     reason: str
     location: str  # "line 12" or "row 3" or "item 7"
     excerpt: str
+    keys: list[str] | None = None  # an unknown shape's keys, to suggest a `fields:` line
 
 
 @dataclass
@@ -71,6 +89,15 @@ class FileRead:
 
 def decode(data: bytes, path: Path | str = "<bytes>") -> tuple[str, str]:
     """(text, encoding): UTF-8 (with or without BOM) first, then GB18030, which covers GBK."""
+    text, encoding, _ = decode_lines(data, path)
+    return text, encoding
+
+
+def decode_lines(data: bytes, path: Path | str = "<bytes>") -> tuple[str, str, list[int]]:
+    """(text, encoding, numbers of the lines that could not be decoded). A file in one encoding
+    decodes whole. One that mixes UTF-8 and GBK line by line (files concatenated from several
+    dumps) decodes line by line, each line UTF-8 first; a line that is neither becomes empty and
+    its number is returned, so it is counted, not lost. Mostly undecodable: one message."""
     for encoding in ENCODINGS:
         try:
             text = data.decode(encoding)
@@ -78,8 +105,23 @@ def decode(data: bytes, path: Path | str = "<bytes>") -> tuple[str, str]:
             continue
         if encoding == "utf-8-sig" and not data.startswith(b"\xef\xbb\xbf"):
             encoding = "utf-8"
-        return text, encoding
-    raise PipelineError(f"{path} is neither UTF-8 nor GBK/GB18030; re-encode it to UTF-8, e.g. iconv -f <encoding> -t UTF-8")
+        return text, encoding, []
+    lines, bad, used = [], [], set()
+    for n, raw in enumerate(data.split(b"\n"), 1):
+        for encoding in ("utf-8", "gb18030"):
+            try:
+                lines.append(raw.decode(encoding))
+                used.add(encoding)
+                break
+            except UnicodeDecodeError:
+                continue
+        else:
+            lines.append("")
+            bad.append(n)
+    if len(bad) * 2 > len(lines) or not used:
+        raise PipelineError(f"{path} is neither UTF-8 nor GBK/GB18030 ({len(bad)} of {len(lines)} lines are neither); "
+                            "re-encode it to UTF-8, e.g. iconv -f <encoding> -t UTF-8")
+    return "\n".join(lines), "mixed:" + "+".join(sorted(used)), bad
 
 
 CONTAINERS = ("json", "jsonl", "csv", "tsv", "parquet", "markdown")
@@ -95,7 +137,8 @@ def read_file(path: Path, fields: dict | None = None, container: str = "auto") -
             result.conversations.append({"turns": to_turns(obj, fields), "location": location,
                                          **department_of(obj, (fields or {}).get("department"))})
         except ShapeError as e:
-            result.problems.append(Problem(e.reason, location, excerpt(obj)))
+            keys = sorted(map(str, obj))[:20] if e.reason == "unknown_shape" and isinstance(obj, dict) else None
+            result.problems.append(Problem(e.reason, location, excerpt(obj), keys))
     return result
 
 
@@ -105,8 +148,13 @@ def read_items(path: Path, container: str = "auto") -> tuple[str, str, list[tupl
     data = Path(path).read_bytes()
     if container == "parquet" or (container == "auto" and data.startswith(b"PAR1")):
         return "binary", "parquet", _parquet_items(path), []
-    text, encoding = decode(data, path)
-    return (encoding, *_text_items(text, container))
+    text, encoding, undecodable = decode_lines(data, path)
+    try:
+        container, items, problems = _text_items(text, container)
+    except PipelineError as e:
+        raise PipelineError(f"{path}: {e}") from None
+    problems += [Problem("undecodable", f"line {n}", "neither UTF-8 nor GBK") for n in undecodable]
+    return encoding, container, items, problems
 
 
 # --- containers ---------------------------------------------------------------------------------
@@ -121,10 +169,12 @@ def _text_items(text: str, container: str = "auto") -> tuple[str, list[tuple[str
         return "markdown", _markdown_items(text), []
     if container in ("csv", "tsv"):
         return container, _csv_items(text, "\t" if container == "tsv" else ","), []
+    if not body.strip("\x00"):
+        raise PipelineError("the file is empty; give a file with records, or remove it from the source")
     if container == "json" or body.startswith(("[", "{")):
         try:
             whole = json.loads(body)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # not one JSON value, or nested deeper than the parser's stack: by line
             whole = None
         if isinstance(whole, list):
             return "json", [(f"item {i}", obj) for i, obj in enumerate(whole)], []
@@ -146,16 +196,24 @@ def _json_lines(text: str) -> tuple[list[tuple[str, object]], list[Problem]]:
     # strings may carry raw.
     items, problems = [], []
     for n, line in enumerate(text.split("\n"), 1):
+        line = line.lstrip("\ufeff")  # a byte-order mark where two files were concatenated
         if not line.strip():
             continue
         try:
             items.append((f"line {n}", json.loads(line)))
         except json.JSONDecodeError as e:
             problems.append(Problem("not_json", f"line {n}", f"{e.msg}: {line.strip()[:EXCERPT_CHARS]}"))
+        except ValueError as e:  # e.g. an integer of more digits than Python converts
+            problems.append(Problem("not_json", f"line {n}", f"{str(e)[:60]}: {line.strip()[:EXCERPT_CHARS]}"))
+        except RecursionError:
+            problems.append(Problem("nested_too_deeply", f"line {n}", line.strip()[:EXCERPT_CHARS]))
     return items, problems
 
 
 def _csv_items(text: str, delimiter: str) -> list[tuple[str, object]]:
+    # A long answer is one field: the csv module's default cap (128 KiB) would stop the file at the
+    # first long one. Length limits are preprocess's business, where they are counted.
+    csv.field_size_limit(sys.maxsize)
     reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff"), newline=""), delimiter=delimiter)
     items, start = [], 2
     for row in reader:
@@ -165,9 +223,15 @@ def _csv_items(text: str, delimiter: str) -> list[tuple[str, object]]:
 
 
 def _parquet_items(path: Path) -> list[tuple[str, object]]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return [(f"row {i}", row) for i, row in enumerate(pq.read_table(path).to_pylist())]
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as e:
+        raise PipelineError(f"{path} starts like Parquet but cannot be read ({str(e).splitlines()[0][:160]}); "
+                            "it may be truncated: download it again, or convert it to JSON Lines") from None
+    return [(f"row {i}", row) for i, row in enumerate(table.to_pylist())]
 
 
 def _markdown_items(text: str) -> list[tuple[str, object]]:
@@ -199,6 +263,7 @@ def to_turns(obj, fields: dict | None = None) -> list[tuple[str, str]]:
     if not isinstance(obj, dict):
         raise ShapeError("not_an_object", type(obj).__name__)
     fields = fields or {}
+    obj = _known_keys(obj)
     if fields.get("question"):
         turns = _history(obj.get(fields["history"])) if fields.get("history") else []
         turns.append((text_of(obj.get(fields["question"])), text_of(obj.get(fields["answer"]))))
@@ -231,6 +296,28 @@ def to_turns(obj, fields: dict | None = None) -> list[tuple[str, str]]:
     if not answer:
         raise ShapeError("empty_answer")
     return turns
+
+
+def _known_keys(obj: dict) -> dict:
+    """`obj` with each key of KEY_ALIASES renamed to the key it means, unless the item also spells
+    that key itself."""
+    if not any(str(k) in KEY_ALIASES for k in obj):
+        return obj
+    return {(KEY_ALIASES[k] if k in KEY_ALIASES and KEY_ALIASES[k] not in obj else k): v for k, v in obj.items()}
+
+
+def suggest_fields(keys: list[str]) -> dict:
+    """{question: key, answer: key} guessed from key names, for a message only; {} when unsure."""
+    def pick(hints, exclude=None):
+        for hint in hints:
+            for key in keys:
+                if key != exclude and hint in str(key).lower():
+                    return key
+        return None
+
+    answer = pick(_ANSWER_HINTS)
+    question = pick(_QUESTION_HINTS, exclude=answer)
+    return {"question": question, "answer": answer} if question and answer else {}
 
 
 def department_of(obj, key: str | None = None) -> dict:
@@ -295,5 +382,8 @@ def _history(history) -> list[tuple[str, str]]:
 
 
 def excerpt(obj) -> str:
-    text = json.dumps(obj, ensure_ascii=False, default=str) if not isinstance(obj, str) else obj
+    try:
+        text = json.dumps(obj, ensure_ascii=False, default=str) if not isinstance(obj, str) else obj
+    except RecursionError:
+        text = f"<{type(obj).__name__} nested too deeply to show>"
     return text[:EXCERPT_CHARS]

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 
 from medqa_scale.core import hub
 from medqa_scale.core.cli import PipelineError
-from medqa_scale.data.formats import read_file
+from medqa_scale.data.formats import read_file, suggest_fields
 from medqa_scale.core.params import source_kind, source_name
 
 log = logging.getLogger(__name__)
@@ -67,8 +67,8 @@ def read_source(source: dict, workdir: Path, seed: int) -> SourceRead:
                                    "origin": {"file": rel, "location": c["location"]},
                                    "question": question, "answer": answer, "history": [list(t) for t in history],
                                    **({"department": c["department"]} if "department" in c else {})})
-        result.problems += [{"reason": p.reason, "file": rel, "location": p.location, "excerpt": p.excerpt}
-                            for p in read.problems]
+        result.problems += [{"reason": p.reason, "file": rel, "location": p.location, "excerpt": p.excerpt,
+                             **({"keys": p.keys} if p.keys else {})} for p in read.problems]
         result.files[rel] = {"encoding": read.encoding, "container": read.container, "items": read.items,
                              "records": len(read.conversations)}
         log.info("%s: %s is %s %s, %d records, %d left out", name, rel, read.encoding, read.container,
@@ -167,3 +167,15 @@ def apply_shares(reads: list[SourceRead], shares: list[float | None], seed: int)
             dropped[read.name] = len(read.records) - keep
             read.records = [read.records[i] for i in chosen]
     return dropped
+
+
+def unknown_shape_hint(problems: list[dict]) -> str:
+    """For records of no known shape: the keys they hold and the `fields:` line that would read
+    them, its question and answer keys guessed from their names."""
+    keys = next((p["keys"] for p in problems if p.get("keys")), None)
+    if not keys:
+        return ""
+    guess = suggest_fields(keys)
+    line = (f"fields: {{question: {guess['question']}, answer: {guess['answer']}}}" if guess else
+            "fields: {question: <key of the question>, answer: <key of the answer>}")
+    return f". Its records hold the keys {keys}; to read them, add to the source: {line}"
