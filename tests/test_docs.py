@@ -36,7 +36,8 @@ def commands(prefix: str) -> list[tuple[Path, str]]:
 def test_the_readme_is_short_and_names_the_set_up_and_test_commands():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert len(readme.splitlines()) <= 250
-    assert "pip install -r requirements.txt\ndvc repro\n" in readme and "python -m pytest -q\n" in readme
+    assert "pip install --require-hashes --no-deps -r requirements.lock\ndvc repro\n" in readme
+    assert "python -m pytest -q\n" in readme
 
 
 def test_every_docs_page_is_linked_from_the_readme_and_the_index():
