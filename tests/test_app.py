@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,14 +30,16 @@ ASK_RUNS = ["base", "base-4bit", *RUNS]  # as the page lists them
 class App:
     """`python -m medqa_scale.apps.app` running in `workspace`, stopped on close."""
 
-    def __init__(self, workspace: Path, log: Path):
+    def __init__(self, workspace: Path, log: Path, args=("--asks-per-minute", "0"), env: dict | None = None,
+                 auth: tuple[str, str] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
-        self.log = log
+        self.log, self.auth = log, auth
         code = workspace if (workspace / "medqa_scale").is_dir() else ROOT  # the repository copy's own code
-        env = {**dvc_env(), "PYTHONPATH": str(code)}
-        self.proc = subprocess.Popen([sys.executable, "-m", "medqa_scale.apps.app", "--port", str(self.port)], cwd=workspace,
-                                     env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+        env = {**dvc_env(), "PYTHONPATH": str(code), **(env or {})}
+        self.proc = subprocess.Popen([sys.executable, "-m", "medqa_scale.apps.app", "--port", str(self.port), *args],
+                                     cwd=workspace, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"the app exited:\n{log.read_text()[-4000:]}"
@@ -51,7 +54,7 @@ class App:
     def client(self):
         from gradio_client import Client
 
-        return Client(self.url, verbose=False)
+        return Client(self.url, verbose=False, auth=self.auth)
 
     def close(self):
         self.proc.terminate()
@@ -205,3 +208,34 @@ def test_the_app_binds_to_this_machine_only_by_default():
     assert page.parse_args([]).host == "127.0.0.1"
     assert page.parse_args(["--host", "0.0.0.0", "--port", "8080"]).port == 8080
     assert os.environ.get("GRADIO_ANALYTICS_ENABLED") == "False"  # set before gradio is imported
+
+
+def test_serving_other_machines_needs_a_login_from_the_environment(unfinished, tmp_path):
+    # Bound to 0.0.0.0 without credentials: refused before anything loads, with the way to set them.
+    env = {**dvc_env(), "PYTHONPATH": str(ROOT)}
+    env.pop("MEDQA_APP_AUTH", None)
+    refused = subprocess.run([sys.executable, "-m", "medqa_scale.apps.app", "--host", "0.0.0.0", "--port", str(free_port())],
+                             cwd=unfinished, env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2
+    assert "MEDQA_APP_AUTH=user:password" in refused.stderr and "Traceback" not in refused.stderr
+    # With a login from the environment: no page, config or API without it; answered with it.
+    secret = "s3cret-" + os.urandom(4).hex()
+    app = App(unfinished, tmp_path / "app.log", args=("--host", "0.0.0.0", "--asks-per-minute", "2"),
+              env={"MEDQA_APP_AUTH": f"nurse:{secret}"}, auth=("nurse", secret))
+    try:
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            urllib.request.urlopen(app.url + "config", timeout=10)
+        assert denied.value.code == 401
+        from gradio_client import Client
+
+        with pytest.raises(Exception):
+            Client(app.url, verbose=False).predict("感冒了怎么办？", 4, api_name="/ask")
+        with pytest.raises(Exception):
+            Client(app.url, verbose=False, auth=("nurse", "wrong")).predict("感冒了怎么办？", 4, api_name="/ask")
+        client = app.client()
+        answers = [client.predict("感冒了怎么办？", 4, api_name="/ask") for _ in range(3)]
+        assert [a[0].startswith("Done") for a in answers] == [True, True, False]
+        assert answers[2][0].startswith("**Refused:** over 2 questions a minute for `nurse`")
+    finally:
+        app.close()
+    assert secret not in (tmp_path / "app.log").read_text()  # the password is never logged

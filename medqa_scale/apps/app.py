@@ -3,7 +3,8 @@ browse the test set's answers with their own scores, and read the results and th
 
 Run from the repository root, after `dvc repro` (or `dvc pull`):
     python -m medqa_scale.apps.app                              # http://127.0.0.1:7860
-    python -m medqa_scale.apps.app --host 0.0.0.0 --port 8080   # reachable from other machines
+    MEDQA_APP_AUTH=user:password python -m medqa_scale.apps.app --host 0.0.0.0 --port 8080
+                                                                # other machines, behind a login
 Reads:  params.yaml; for Ask, the workspace's models/base, models/adapters/<run> and
         data/params/quantization-<method>.json; for Test set, Results and Data card, the chosen
         experiment's (`dvc exp show`) data/split/test.jsonl, data/predictions/, data/scores/,
@@ -13,6 +14,11 @@ Writes: nothing in the repository (Gradio keeps uploads and images in its own te
 Ask loads the base once in full precision and once 4-bit, with every run's adapter on its base
 (medqa_scale/serve/serving.py), and answers one question at a time: other requests wait in Gradio's
 queue. A run whose adapter or answers are missing shows a note in its place.
+
+Bound to any address but this machine's, the page asks for a login and refuses to start without
+one: credentials come from the environment only (MEDQA_APP_AUTH or MEDQA_APP_AUTH_FILE,
+medqa_scale/serve/access.py). Each user (or, without logins, each client address) may ask
+--asks-per-minute questions a minute.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from medqa_scale.core.cli import PipelineError, run
 from medqa_scale.core.params import load_params, runs_of
 from medqa_scale.evaluate.generation import GREEDY, generation_config
 from medqa_scale.model.chat_format import prompt_ids, to_messages
+from medqa_scale.serve.access import RateLimit, check_exposure, credentials
 from medqa_scale.serve.browse import filter_answers, item, largest_difference, with_interval
 from medqa_scale.serve.experiments import FIGURES, WORKSPACE, View, experiments, load_view, snapshot
 
@@ -96,8 +103,9 @@ def ask_runs(params: dict) -> tuple[list[str], dict[str, str], object | None]:
     return runs, notes, shared
 
 
-def build(params: dict, shared, notes: dict[str, str], runs: list[str], labels: dict[str, str | None]):
-    """The Gradio page."""
+def build(params: dict, shared, notes: dict[str, str], runs: list[str], labels: dict[str, str | None],
+          limit: RateLimit | None = None):
+    """The Gradio page; `limit` caps each user's asks."""
     from medqa_scale.serve.runs import check_lengths
     from medqa_scale.serve.serving import stream_answer
 
@@ -111,11 +119,16 @@ def build(params: dict, shared, notes: dict[str, str], runs: list[str], labels: 
             views[label] = load_view(snapshot(labels.get(label)))
         return views[label]
 
-    def ask(question: str, max_new_tokens: float):
+    def ask(question: str, max_new_tokens: float, request: gr.Request = None):
         values = {r: notes.get(r, "") for r in runs}
         question = (question or "").strip()
         if not question:
             yield ["Type a question first.", *values.values()]
+            return
+        who = (getattr(request, "username", None) or getattr(getattr(request, "client", None), "host", None) or "anyone")
+        if limit is not None and (wait := limit.wait(who)):
+            yield [f"**Refused:** over {limit.per_minute} questions a minute for `{who}`; ask again in {wait:.0f} s "
+                   "(--asks-per-minute)", *values.values()]
             return
         chat = to_messages(question, None, pre["system_prompt"])
         try:
@@ -247,11 +260,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     ap.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     ap.add_argument("--queue-size", type=int, default=64, help="requests that may wait for the models (default 64)")
+    ap.add_argument("--asks-per-minute", type=int, default=30,
+                    help="questions each user (or client address) may ask a minute; 0: no limit (default 30)")
     return ap.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    logins = credentials(dict(os.environ))
+    check_exposure(args.host, logins)  # before anything is loaded
     from medqa_scale.model.device import pin_device
 
     params = load_params()
@@ -259,12 +276,14 @@ def main(argv: list[str] | None = None) -> None:
     runs, notes, shared = ask_runs(params)
     for r, note in notes.items():
         log.warning("%s: %s", r, note)
-    page = build(params, shared, notes, runs, experiments())
+    page = build(params, shared, notes, runs, experiments(), RateLimit(args.asks_per_minute))
     # One generation at a time (the runs share the models); the rest wait in a bounded queue.
     page.queue(default_concurrency_limit=1, max_size=args.queue_size)
     theme = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])  # no web fonts
+    if logins:
+        log.info("login required: %d user(s) from the environment", len(logins))
     page.launch(server_name=args.host, server_port=args.port, theme=theme, css=CSS, ssr_mode=False, show_error=True,
-                footer_links=["api"])
+                footer_links=["api"], auth=logins or None)
 
 
 if __name__ == "__main__":
