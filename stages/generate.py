@@ -14,8 +14,9 @@ Writes: data/predictions/<run>.jsonl, one {"id", "group", "question", "reference
         data/likelihood/<run>.jsonl, one {"id", "group", "nll_stats": [summed NLL of the reference
         answer in nats, its answer tokens]} per test question, in test order (teacher-forced)
         metrics/generate/<run>.json (samples/s, tokens/s, peak memory and what it measures, answers
-        that ran to max_new_tokens, how the adapter was applied)
-        metrics/runinfo/generate-<run>.json (library versions, hardware, the generation config)
+        that ran to max_new_tokens, think blocks removed from answers, how the adapter was applied)
+        metrics/runinfo/generate-<run>.json (library versions, hardware, the generation config, the
+        chat template's arguments and the defaults taken for them)
 
 Scoring is the next stage (evaluate), so that a change to the metrics never regenerates answers.
 The likelihood is computed here because it needs the model this stage has loaded: a stage of its
@@ -38,9 +39,10 @@ from medqa_scale.core.cli import PipelineError, run
 from medqa_scale.core.durable import read_json, read_jsonl, remove_stale, write_json, write_jsonl
 from medqa_scale.core.params import REFERENCE_RUNS, load_params, run_method
 from medqa_scale.core.runinfo import environment, revisions
-from medqa_scale.evaluate.generation import generate_answers, generation_config, vllm_answers
+from medqa_scale.evaluate.generation import generate_answers, generation_config, strip_think, vllm_answers
 from medqa_scale.evaluate.likelihood import answer_nll, examples
 from medqa_scale.model.device import PeakMemory, device, keep_bitsandbytes_out, needs_bitsandbytes, pin_device, resolve_precision
+from medqa_scale.model.chat_format import defaults_taken, resolve_template_kwargs
 from medqa_scale.model.loading import load_run_model
 
 log = logging.getLogger(__name__)
@@ -93,16 +95,21 @@ def main() -> None:
         memory_mb, memory_kind = memory.stop(), memory.kind
     nll = answer_nll(model, encoded, e["batch_size"], tokenizer.pad_token_id)  # the model that answered, merged or not
     ran_out = speed.pop("ran_out")
+    predictions, think = strip_think(predictions)
+    if any(think.values()):
+        log.warning("%s: think blocks removed from answers before scoring: %s", name, think)
     write_jsonl(predictions_file, [{"id": r["id"], "group": r.get("group", r["id"]), "question": r["question"],
                                     "reference": r["answer"], "prediction": pred, "ran_out": out}
                                    for r, pred, out in zip(test, predictions, ran_out)])
     write_jsonl(nll_file, [{"id": r["id"], "group": r.get("group", r["id"]), "nll_stats": [n["nll"], n["tokens"]]}
                            for r, n in zip(test, nll)])
     write_json(metrics_file, {**speed, "peak_memory_mb": memory_mb, "peak_memory_kind": memory_kind,
-                              "n_test": len(test), "adapter": how, "base_4bit": quantization is not None, "backend": "vllm" if how == "vllm" else "transformers"})
+                              "n_test": len(test), "think_blocks_removed": think, "adapter": how, "base_4bit": quantization is not None, "backend": "vllm" if how == "vllm" else "transformers"})
     write_json(runinfo_file, {"environment": environment(), "precision": precision, "device": device(),
                               "revisions": revisions(BASE, TEST),
-                              "generation_config": config.to_dict()})
+                              "generation_config": config.to_dict(),
+                              "chat_template_kwargs": resolve_template_kwargs(tokenizer, p["model"]["chat_template_kwargs"]),
+                              "chat_template_defaults_taken": defaults_taken(tokenizer, p["model"]["chat_template_kwargs"])})
     log.info("%s: %d answers, %.1f samples/s (adapter: %s), %d ran to max_new_tokens; reference answer NLL %.4f per token",
              name, len(test), speed["samples_per_second"], how, speed["ran_to_max_new_tokens"],
              sum(n["nll"] for n in nll) / sum(n["tokens"] for n in nll))

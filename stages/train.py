@@ -15,7 +15,8 @@ Writes: models/adapters/<run>/ (the adapter of the checkpoint with the best eval
         norm, real tokens/s, memory; tensorboard/ when train.tensorboard)
         metrics/train/<run>.json (training, eval and save seconds apart, real tokens/s, peak
         memory and what it measures, trainable parameters, best eval loss and step, resumed step)
-        metrics/runinfo/train-<run>.json (library versions, hardware, resolved arguments)
+        metrics/runinfo/train-<run>.json (library versions, hardware, resolved arguments, the chat
+        template's arguments and the defaults taken for them)
 
 Checkpoints go to models/checkpoints/<run>-<key>/, outside DVC's outputs, where <key> hashes
 everything that affects training. A rerun after a kill resumes from the last complete checkpoint
@@ -53,6 +54,7 @@ if __name__ == "__main__" and not _bitsandbytes_needed(sys.argv):  # before tran
 
 from medqa_scale.core.durable import atomic_path, read_json, read_jsonl, remove_stale, write_json  # noqa: E402
 from medqa_scale.core.runinfo import environment, revisions  # noqa: E402
+from medqa_scale.model.chat_format import defaults_taken, resolve_template_kwargs  # noqa: E402
 from medqa_scale.model.loading import add_trainable_adapter, load_base_model, save_adapter  # noqa: E402
 from medqa_scale.train.cost import CostMeter, train_metrics, write_curves  # noqa: E402
 from medqa_scale.train.memory import GiB, model_name, run_problem, run_settings  # noqa: E402
@@ -173,7 +175,9 @@ def train(p: dict, method: str, args: dict, seed: int, precision: str, files: Fi
     write_json(files.metrics, {**metrics, "produced_on": produced_on(precision)})
     write_json(files.runinfo, {"environment": environment(), "precision": precision, "device": device(),
                                "revisions": revisions(BASE, files.train, files.dev),
-                               "training_arguments": trainer.args.to_dict()})
+                               "training_arguments": trainer.args.to_dict(),
+                               "chat_template_kwargs": resolve_template_kwargs(tokenizer, p["model"]["chat_template_kwargs"]),
+                               "chat_template_defaults_taken": defaults_taken(tokenizer, p["model"]["chat_template_kwargs"])})
     mark_finished(scratch, files.adapter)
     log.info("%s: best eval loss %.4f at step %s; %.1f s training, %.1f s eval, %.1f s saving, %.0f tokens/s",
              files.name, metrics["best_eval_loss"], metrics["best_step"], metrics["train_runtime_s"],

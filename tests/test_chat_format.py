@@ -147,12 +147,13 @@ def test_template_kwargs_reach_the_template_in_prompts_and_training_examples(tok
     qwen3 = copy.deepcopy(tokenizer)  # with the Qwen3-like template; the fixture untouched
     qwen3.chat_template = THINKING_TEMPLATE
     messages = to_messages(record["question"], record["answer"], SYSTEM)
-    off = {"enable_thinking": False}
-    plain, without = prompt_ids(qwen3, messages), prompt_ids(qwen3, messages, off)
+    off, on = {"enable_thinking": False}, {"enable_thinking": True}
+    plain, without = prompt_ids(qwen3, messages, on), prompt_ids(qwen3, messages, off)
+    assert prompt_ids(qwen3, messages) == without  # unset, thinking is off (chat_format.template_defaults)
     # The generation prompt ends in the empty think block.
     assert qwen3.decode(without) == qwen3.decode(plain) + "<think>\n\n</think>\n\n"
     (example,) = encode_examples(qwen3, [messages], off)
     n_prompt = sum(1 for label in example["labels"] if label == IGNORE_INDEX)
     assert example["input_ids"][:n_prompt] == without  # the prompt generation continues is the trained prefix
     assert qwen3.decode(example["input_ids"][n_prompt:]).startswith(record["answer"])
-    assert encode_examples(qwen3, [messages])[0]["input_ids"] != example["input_ids"]  # kwargs change the render
+    assert encode_examples(qwen3, [messages], on)[0]["input_ids"] != example["input_ids"]  # kwargs change the render

@@ -13,7 +13,8 @@ from collections import Counter
 
 from tqdm.auto import tqdm
 
-from medqa_scale.model.chat_format import IGNORE_INDEX, encode_examples, to_messages
+from medqa_scale.core.cli import PipelineError
+from medqa_scale.model.chat_format import IGNORE_INDEX, defaults_taken, encode_examples, to_messages
 from medqa_scale.data.cleaning import clean_text, length_problem, mask_pii, strip_control
 from medqa_scale.data.dedup import deduplicate, left_out
 
@@ -52,6 +53,7 @@ def preprocess_records(records: list[dict], tokenizer, p: dict, seed: int, templ
     what was changed (clean_records' counts, plus "history_truncated": dialogues whose oldest
     turns were cut to fit max_source_len, "history_turns_cut": those turns).
     `p` is params `preprocess`; `template_kwargs`, params model.chat_template_kwargs."""
+    check_reasoning(records, tokenizer, template_kwargs)
     cleaned, dropped, masked, changed = clean_records(records, p)
     unique, duplicates = deduplicate(cleaned, _dedup_text, p["near_duplicate_threshold"], p["minhash_perm"], seed)
     dropped += [left_out(r, reason, match) for r, reason, match in duplicates]
@@ -81,6 +83,19 @@ def preprocess_records(records: list[dict], tokenizer, p: dict, seed: int, templ
                              "messages": messages, "n_prompt_tokens": n_prompt, "n_answer_tokens": n_answer,
                              **{k: r[k] for k in ("group", "department") if k in r}})
     return kept, dropped, masked, changed
+
+
+def check_reasoning(records: list[dict], tokenizer, template_kwargs: dict | None) -> None:
+    """Thinking is off by default for a hybrid-thinking template (chat_format.template_defaults),
+    because medical QA answers hold no reasoning. Answers that do hold think blocks need the
+    choice made in params, not taken for the user."""
+    taken = defaults_taken(tokenizer, template_kwargs)
+    if "enable_thinking" in taken:
+        thinking = [r["id"] for r in records if "<think>" in r["answer"]]
+        if thinking:
+            raise PipelineError(f"{len(thinking)} answers hold <think> blocks (first: {thinking[0]}) and the chat template "
+                                "takes enable_thinking, which is off by default; set model.chat_template_kwargs."
+                                "enable_thinking to true to train on the reasoning, or false to keep it off")
 
 
 def fit_history(tokenizer, r: dict, p: dict, template_kwargs: dict | None = None):

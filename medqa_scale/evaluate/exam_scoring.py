@@ -20,7 +20,7 @@ import itertools
 
 from tqdm.auto import tqdm
 
-from medqa_scale.model.chat_format import to_messages
+from medqa_scale.model.chat_format import resolve_template_kwargs, to_messages
 
 SCORINGS = ("letter", "option_text")
 
@@ -52,7 +52,8 @@ def candidates(item: dict, scoring: str) -> list[str]:
 def context_text(tokenizer, item: dict, *, scoring: str, system_prompt: str, shots: list[dict],
                  template_kwargs: dict | None = None) -> str:
     messages = to_messages(user_text(item, scoring), None, system_prompt, shot_messages(shots, scoring))
-    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **(template_kwargs or {}))
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False,
+                                         **resolve_template_kwargs(tokenizer, template_kwargs))
 
 
 def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:

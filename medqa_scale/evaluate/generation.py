@@ -9,7 +9,9 @@ Answers stop at the token that ends an assistant turn in the chat template.
 from __future__ import annotations
 
 import json
+import re
 import time
+from collections import Counter
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -18,6 +20,24 @@ from medqa_scale.model.chat_format import prompt_ids
 from medqa_scale.core.cli import PipelineError
 
 GREEDY = {"do_sample": False, "num_beams": 1, "repetition_penalty": 1.0}
+_THINK = re.compile(r"^\s*<think>(.*?)</think>\s*", re.S)
+
+
+def strip_think(answers: list[str]) -> tuple[list[str], dict]:
+    """Answers without a leading think block, and how many of each kind were removed: "empty"
+    (`<think>\n\n</think>`), "whole" (reasoning, then `</think>`), "unfinished" (`<think>` never
+    closed: the answer is all reasoning, so nothing is left to score). Scores compare the answer
+    a reader would see, not the model's scratch work."""
+    removed, out = Counter(empty=0, whole=0, unfinished=0), []
+    for answer in answers:
+        if m := _THINK.match(answer):
+            removed["whole" if m.group(1).strip() else "empty"] += 1
+            answer = answer[m.end():]
+        elif answer.lstrip().startswith("<think>"):
+            removed["unfinished"] += 1
+            answer = ""
+        out.append(answer)
+    return out, dict(removed)
 
 
 def generation_config(tokenizer, settings: dict, max_new_tokens: int):
