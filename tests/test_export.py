@@ -118,3 +118,58 @@ def test_export_refuses_the_bases_and_a_dir_that_is_not_an_export(exported):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert re.search(r"notes exists and is not an earlier export", proc.stderr)
     assert files(exported / "notes") == {"keep.txt": b"mine"}
+
+
+def test_each_export_carries_a_model_card_whose_scores_are_the_runs(exported, tmp_path):
+    from huggingface_hub import ModelCard
+
+    ws, run = exported, RUNS["lora"]
+    # The run's metrics as the pipeline writes them (the committed embedded-default run's files).
+    root = Path(__file__).resolve().parents[1]
+    for src, dst in ((f"metrics/evaluate/lora-1k-42.json", f"metrics/evaluate/{run}.json"),
+                     ("metrics/evaluate/base.json", "metrics/evaluate/base.json"),
+                     ("metrics/train/lora-1k-42.json", f"metrics/train/{run}.json"),
+                     ("metrics/runinfo/train-lora-1k-42.json", f"metrics/runinfo/train-{run}.json"),
+                     ("metrics/download_data.json", "metrics/download_data.json")):
+        (ws / dst).parent.mkdir(parents=True, exist_ok=True)
+        (ws / dst).write_text((root / src).read_text(encoding="utf-8"), encoding="utf-8")
+    merged, adapter = tmp_path / "merged", tmp_path / "adapter"
+    for out, extra in ((merged, ()), (adapter, ("--adapter-only",))):
+        proc = command(ws, "medqa_scale.apps.export", run, "--check", "0", "--out", str(out), *extra)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(f.name for f in adapter.iterdir()) == ["README.md", "adapter_config.json", "adapter_model.safetensors",
+                                                          "chat_template.jinja", "export.json", "tokenizer.json",
+                                                          "tokenizer_config.json"]
+    assert (adapter / "adapter_model.safetensors").read_bytes() == (ws / f"models/adapters/{run}/adapter_model.safetensors").read_bytes()
+    scores = json.loads((ws / f"metrics/evaluate/{run}.json").read_text(encoding="utf-8"))
+    base = json.loads((ws / "metrics/evaluate/base.json").read_text(encoding="utf-8"))
+    for out, library in ((merged, "transformers"), (adapter, "peft")):
+        card = ModelCard.load(out / "README.md")
+        data = card.data.to_dict()
+        assert data["library_name"] == library and data["pipeline_tag"] == "text-generation"
+        assert data["language"] == ["zh"] and data["license"] == "unknown" and "lora" in data["tags"]
+        assert "base_model" not in data  # the built-in base is on no hub
+        for metric in ("rouge-1", "rouge-2", "rouge-l", "bleu"):
+            i, j = scores["interval"][metric], base["interval"][metric]
+            row = (f"| {metric} | {scores[metric]:.2f} [{i['low']:.2f}, {i['high']:.2f}] | "
+                   f"{base[metric]:.2f} [{j['low']:.2f}, {j['high']:.2f}] |")
+            assert row in card.text, row
+        assert "Not medical advice" in card.text and "medqa_scale/builtin/corpus.py" in card.text
+        assert "learning rate" in card.text and "training:" in card.text
+    assert "PeftModel.from_pretrained" in ModelCard.load(adapter / "README.md").text
+
+
+def test_a_hub_base_model_and_its_licence_reach_the_card_metadata():
+    from huggingface_hub import ModelCardData
+
+    from medqa_scale.serve.model_card import base_license, metadata
+
+    readme = "---\nlicense: apache-2.0\nlanguage: [en]\n---\n# Qwen\n"
+    sources = {"huatuo": {"provenance": {"source": "hf", "repo_id": "FreedomIntelligence/Huatuo26M-Lite",
+                                         "resolved_commit": "abc"}, "kind": "hf"}}
+    meta = metadata(provenance={"source": "hf", "repo_id": "Qwen/Qwen2.5-3B-Instruct", "resolved_commit": "c0ffee"},
+                    license=base_license(readme), sources=sources, adapter_only=True)
+    assert meta["base_model"] == "Qwen/Qwen2.5-3B-Instruct" and meta["license"] == "apache-2.0"
+    assert meta["datasets"] == ["FreedomIntelligence/Huatuo26M-Lite"] and meta["library_name"] == "peft"
+    assert ModelCardData(**meta).to_dict()["base_model"] == "Qwen/Qwen2.5-3B-Instruct"
+    assert base_license(None) == "unknown" and base_license("# no front matter") == "unknown"

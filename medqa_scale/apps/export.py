@@ -10,6 +10,7 @@ Run from the repository root:
     python -m medqa_scale.apps.export lora-2k-42 --format gguf            # + GGUF f16 and q8_0, Ollama Modelfiles
     python -m medqa_scale.apps.export best --format gguf                  # the report's most cost-effective setup
     python -m medqa_scale.apps.export lora-2k-42 --format gguf --converter llama.cpp/convert_hf_to_gguf.py
+    python -m medqa_scale.apps.export lora-2k-42 --adapter-only           # the adapter alone, with its card
 Reads:  metrics/summary.json (for `best`), models/base (and its provenance.json), models/adapters/<run>, data/params/quantization-<method>.json,
         data/split/test.jsonl (the check's questions), params.yaml: seed, precision, model.trust_remote_code,
         evaluate.{generation, batch_size, max_new_tokens}, preprocess.system_prompt, export.gguf
@@ -19,7 +20,10 @@ Writes: DIR (--out; default models/export/<run>, git-ignored and no DVC output):
         and export.json: run, method, precision, base provenance, adapter checksum, how it was merged,
         the check's result, library versions. With --format gguf also <run>-f16.gguf, <run>-q8_0.gguf and
         a Modelfile-<type> for each (Ollama), checked as medqa_scale/serve/gguf_check.py says, recorded under
-        `gguf` in export.json. DIR gets the whole export or stays as it was.
+        `gguf` in export.json. README.md, a model card in the Hugging Face hub's format (base model,
+        licence, data with revisions, settings, scores with intervals against the reference, hardware and
+        cost, how to load it; medqa_scale/serve/model_card.py). With --adapter-only: the run's adapter files,
+        the tokenizer, README.md and export.json, nothing merged. DIR gets the whole export or stays as it was.
 Prints: log lines only. Exit status 2, with one message, for base/base-4bit (nothing to merge), a model
         not yet made, a DIR that holds something other than an earlier export, or a failed check.
 
@@ -112,6 +116,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="gguf: also GGUF files at f16 and q8_0 for llama.cpp, with Ollama Modelfiles")
     ap.add_argument("--converter", type=Path, metavar="convert_hf_to_gguf.py",
                     help="llama.cpp's converter script, to write the GGUF files instead of the gguf package")
+    ap.add_argument("--adapter-only", action="store_true",
+                    help="export the run's adapter (PEFT) with the tokenizer and the model card, nothing merged")
     args = ap.parse_args(argv)
     if args.check < 0:
         ap.error("--check must be 0 or more")
@@ -119,6 +125,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error(f"--converter {args.converter} is not a file")
     if args.converter and args.format != "gguf":
         ap.error("--converter goes with --format gguf")
+    if args.adapter_only and args.format != "safetensors":
+        ap.error("--adapter-only exports the adapter; GGUF needs the merged model")
     return args
 
 
@@ -159,6 +167,10 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = AutoTokenizer.from_pretrained(BASE, padding_side="left")  # generate_answers pads on the left
     config = generation_config(tokenizer, e["generation"], e["max_new_tokens"])
 
+    if args.adapter_only:
+        export_adapter(args.run, method, adapter, quantization, out, tokenizer, p, evaluated)
+        return
+
     def answers(model) -> list[str]:
         return generate_answers(model, tokenizer, [r["messages"] for r in records], e["batch_size"], config,
                                 p["model"]["chat_template_kwargs"])[0] if records else []
@@ -195,8 +207,58 @@ def main(argv: list[str] | None = None) -> None:
                       "reference": REFERENCES[method], "reference_precision": evaluated,
                       "max_new_tokens": e["max_new_tokens"]},
             "gguf": gguf, "environment": environment()})
+        card(tmp, args.run, p, adapter_only=False, precision=precision,
+             gguf_files=sorted(f.name for f in tmp.iterdir()) if gguf else [])
     log.info("%s exported to %s (%s, %s); check: %s", args.run, out, precision, MERGES[method],
              f"{len(records)} answers equal" if records else "skipped")
+
+
+def export_adapter(run_name: str, method: str, adapter: Path, quantization, out: Path, tokenizer, p: dict,
+                   precision: str) -> None:
+    """The run's adapter as trained (its own bytes, checksummed), the tokenizer, export.json and the card."""
+    import shutil
+
+    with atomic_path(out, directory=True) as tmp:
+        for f in ("adapter_config.json", "adapter_model.safetensors"):
+            shutil.copy2(adapter / f, tmp / f)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / RECORD, {"run": run_name, "method": method, "adapter_only": True,
+                                  "base": read_json(BASE / "provenance.json"),
+                                  "adapter": {"path": str(adapter), "sha256": sha256(adapter / "adapter_model.safetensors")},
+                                  "quantization": quantization, "environment": environment()})
+        card(tmp, run_name, p, adapter_only=True, precision=precision, gguf_files=[])
+    log.info("%s: adapter exported to %s with its model card", run_name, out)
+
+
+def card(folder: Path, run_name: str, p: dict, *, adapter_only: bool, precision: str, gguf_files: list[str]) -> None:
+    """README.md: the model card, from the run's recorded metrics (medqa_scale/serve/model_card.py)."""
+    from medqa_scale.core.params import method_args, parse_run
+    from medqa_scale.serve.model_card import base_license, model_card
+
+    method, scale, seed = parse_run(run_name)
+    reference = "base-4bit" if method == "qlora" else "base"
+
+    def optional(path: Path):
+        return read_json(path) if path.exists() else None
+
+    fields = method_args(p["train"]["args"], p["train"]["method_args"][method])
+    settings = {"method": method, "scale": scale, "seed": seed, "LoraConfig": p["lora"], "learning rate": p["train"]["lr"],
+                "epochs": fields.get("num_train_epochs"), "batch per device x accumulation":
+                f"{fields.get('per_device_train_batch_size')} x {fields.get('gradient_accumulation_steps')}",
+                "kl_beta": p["train"]["kl_beta"]}
+    if method == "qlora":
+        settings["BitsAndBytesConfig"] = p["quantization"]
+    runinfo = optional(Path("metrics/runinfo") / f"train-{run_name}.json") or {}
+    readme = BASE / "README.md"
+    text = model_card(run=run_name, method=method, scale=str(scale), seed=int(seed), provenance=read_json(BASE / "provenance.json"),
+                      license=base_license(readme.read_text(encoding="utf-8") if readme.exists() else None),
+                      settings=settings, sources=(optional(Path("metrics/download_data.json")) or {}).get("sources", {}),
+                      scores=optional(Path("metrics/evaluate") / f"{run_name}.json"), reference=reference,
+                      reference_scores=optional(Path("metrics/evaluate") / f"{reference}.json"),
+                      train=optional(Path("metrics/train") / f"{run_name}.json"),
+                      hardware=runinfo.get("environment", {}).get("hardware"), adapter_only=adapter_only,
+                      gguf_files=gguf_files, precision=precision)
+    (folder / "README.md").write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":
