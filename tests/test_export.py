@@ -8,12 +8,14 @@ Run: python -m pytest tests/test_export.py -q
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
 import bitsandbytes as bnb
 import pytest
 import torch
+from support.hub_standin import card_metadata_error
 from support.workspace import build_workspace, command, small_params  # the same workspace as the chat tests
 
 from medqa_scale.core.cli import PipelineError
@@ -154,6 +156,7 @@ def test_each_export_carries_a_model_card_whose_scores_are_the_runs(exported, tm
             row = (f"| {metric} | {scores[metric]:.2f} [{i['low']:.2f}, {i['high']:.2f}] | "
                    f"{base[metric]:.2f} [{j['low']:.2f}, {j['high']:.2f}] |")
             assert row in card.text, row
+        assert card_metadata_error(card.content) is None  # the checks the hub runs on upload
         assert "Not medical advice" in card.text and "medqa_scale/builtin/corpus.py" in card.text
         assert "learning rate" in card.text and "training:" in card.text
     assert "PeftModel.from_pretrained" in ModelCard.load(adapter / "README.md").text
@@ -173,3 +176,22 @@ def test_a_hub_base_model_and_its_licence_reach_the_card_metadata():
     assert meta["datasets"] == ["FreedomIntelligence/Huatuo26M-Lite"] and meta["library_name"] == "peft"
     assert ModelCardData(**meta).to_dict()["base_model"] == "Qwen/Qwen2.5-3B-Instruct"
     assert base_license(None) == "unknown" and base_license("# no front matter") == "unknown"
+
+
+def test_push_to_hub_lands_the_export_and_never_shows_the_token(exported, hub_env, tmp_path, monkeypatch):
+    ws, run = exported, RUNS["lora"]
+    out = tmp_path / "pushed"
+    refused = command(ws, "medqa_scale.apps.export", run, "--adapter-only", "--out", str(out), "--push-to-hub", "team/x")
+    assert refused.returncode == 2 and "needs a token with write access in HF_TOKEN" in refused.stderr
+    assert not out.exists()  # refused before anything was written
+    token = "hf_" + os.urandom(8).hex()
+    monkeypatch.setenv("HF_TOKEN", token)
+    proc = command(ws, "medqa_scale.apps.export", run, "--adapter-only", "--out", str(out), "--push-to-hub", "team/medqa-lora")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    repo = hub_env.repo("team/medqa-lora")
+    landed = repo["commits"][repo["refs"]["main"]]
+    assert landed == {f.name: f.read_bytes() for f in out.iterdir()}  # every file, byte for byte
+    assert "README.md" in landed and "adapter_model.safetensors" in landed
+    assert hub_env.tokens and set(hub_env.tokens) == {token}  # sent to the hub on every write
+    assert token not in proc.stdout + proc.stderr and all(token not in f.read_text(errors="ignore") for f in out.iterdir())
+    assert f"pushed to team/medqa-lora: {hub_env.url}/team/medqa-lora/commit/" in proc.stderr

@@ -11,6 +11,7 @@ Run from the repository root:
     python -m medqa_scale.apps.export best --format gguf                  # the report's most cost-effective setup
     python -m medqa_scale.apps.export lora-2k-42 --format gguf --converter llama.cpp/convert_hf_to_gguf.py
     python -m medqa_scale.apps.export lora-2k-42 --adapter-only           # the adapter alone, with its card
+    HF_TOKEN=... python -m medqa_scale.apps.export lora-2k-42 --push-to-hub you/medqa-lora-2k   # then upload it
 Reads:  metrics/summary.json (for `best`), models/base (and its provenance.json), models/adapters/<run>, data/params/quantization-<method>.json,
         data/split/test.jsonl (the check's questions), params.yaml: seed, precision, model.trust_remote_code,
         evaluate.{generation, batch_size, max_new_tokens}, preprocess.system_prompt, export.gguf
@@ -39,6 +40,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import os
 from pathlib import Path
 
 from medqa_scale.serve.runs import BASE, run_inputs
@@ -116,6 +118,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="gguf: also GGUF files at f16 and q8_0 for llama.cpp, with Ollama Modelfiles")
     ap.add_argument("--converter", type=Path, metavar="convert_hf_to_gguf.py",
                     help="llama.cpp's converter script, to write the GGUF files instead of the gguf package")
+    ap.add_argument("--push-to-hub", metavar="REPO",
+                    help="upload the export to this Hugging Face model repo (created if missing, private), with the "
+                         "token in HF_TOKEN; HF_ENDPOINT picks a mirror")
     ap.add_argument("--adapter-only", action="store_true",
                     help="export the run's adapter (PEFT) with the tokenizer and the model card, nothing merged")
     args = ap.parse_args(argv)
@@ -152,6 +157,9 @@ def main(argv: list[str] | None = None) -> None:
                             "run such as lora-2k-42")
     out = args.out or EXPORTS / args.run
     check_out(out)
+    if args.push_to_hub and not os.environ.get("HF_TOKEN"):
+        raise PipelineError("--push-to-hub needs a token with write access in HF_TOKEN (it is read from the environment "
+                            "only, never from the command line or params)")
     pin_device(p["device"])
     adapter, quantization = run_inputs(args.run)
     if not (BASE / "provenance.json").exists():
@@ -169,6 +177,8 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.adapter_only:
         export_adapter(args.run, method, adapter, quantization, out, tokenizer, p, evaluated)
+        if args.push_to_hub:
+            push(out, args.push_to_hub, args.run)
         return
 
     def answers(model) -> list[str]:
@@ -211,6 +221,24 @@ def main(argv: list[str] | None = None) -> None:
              gguf_files=sorted(f.name for f in tmp.iterdir()) if gguf else [])
     log.info("%s exported to %s (%s, %s); check: %s", args.run, out, precision, MERGES[method],
              f"{len(records)} answers equal" if records else "skipped")
+    if args.push_to_hub:
+        push(out, args.push_to_hub, args.run)
+
+
+def push(folder: Path, repo_id: str, run_name: str) -> None:
+    """Upload the whole export folder to `repo_id` (created private when missing) in one commit;
+    huggingface_hub reads the token from HF_TOKEN and never logs it."""
+    from huggingface_hub import HfApi, constants
+
+    from medqa_scale.core.hub import with_retry
+
+    api, what = HfApi(), f"pushing {folder} to {repo_id}"
+    advice = "check the network and HF_ENDPOINT, then rerun with --push-to-hub (the export is kept)"
+    with_retry(lambda: api.create_repo(repo_id, private=True, exist_ok=True), what, constants.ENDPOINT, advice)
+    commit = with_retry(lambda: api.upload_folder(folder_path=folder, repo_id=repo_id,
+                                                  commit_message=f"medqa-scale export of {run_name}"),
+                        what, constants.ENDPOINT, advice)
+    log.info("%s pushed to %s: %s", run_name, repo_id, commit.commit_url)
 
 
 def export_adapter(run_name: str, method: str, adapter: Path, quantization, out: Path, tokenizer, p: dict,

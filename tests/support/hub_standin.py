@@ -16,8 +16,16 @@ on the model routes and dataset repos on the dataset routes, as on the real Hub:
                                                      X-Linked-Size for LFS files, Content-Length
   GET  /{repo_id}/resolve/{rev}/{file}               the bytes (models)
   GET  /datasets/{repo_id}/resolve/{rev}/{file}      the bytes (datasets)
+  POST /api/validate-yaml                            README.md front matter checked against the model card
+                                                     metadata spec's types (400 with the error, as the Hub)
+  POST /api/repos/create                             create_repo: {"name", "organization", "type"}
+                                                     -> {"url"}; 409 when it exists (exist_ok)
+  POST /api/models/{repo_id}/preupload/{rev}         every file "regular" (sent inside the commit)
+  POST /api/models/{repo_id}/commit/{rev}            create_commit's NDJSON (header, base64 files)
+                                                     -> a new commit on `rev`: {"commitUrl", "commitOid"}
   errors as the Hub sends them: X-Error-Code RepoNotFound (401), RevisionNotFound (404),
   EntryNotFound (404).
+  Writes need an `Authorization: Bearer ...` header (401 otherwise); `tokens` records each one.
 
 No xet header (X-Xet-Hash, Link rel=xet-auth) and no tree `xetHash` is ever sent, so
 huggingface_hub falls back to plain HTTP even though hf_xet is installed.
@@ -42,6 +50,7 @@ Use: import the fixtures into a test module or conftest.py,
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -126,6 +135,7 @@ class FakeHub:
     def __init__(self):
         self.repos: dict[tuple[str, str], dict] = {}
         self.requests: list[tuple[str, str]] = []  # (method, path?query)
+        self.tokens: list[str] = []  # the bearer token of each write
         self.after_info = None  # callable run once a model_info or dataset_info answer has been sent
         self._lock = threading.Lock()
         hub = self
@@ -141,6 +151,9 @@ class FakeHub:
 
             def do_HEAD(self):
                 hub._handle(self, head=True)
+
+            def do_POST(self):
+                hub._write(self)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
@@ -292,6 +305,84 @@ class FakeHub:
             return self._send(h, 200, data, headers, head)
 
         return self._error(h, 404, "NotFound", f"no route for {path}", head)
+
+    def _write(self, h) -> None:
+        """POST: create a repo, answer preupload, apply a commit (upload_folder's three calls)."""
+        with self._lock:
+            self.requests.append((h.command, h.path))
+        body = h.rfile.read(int(h.headers.get("Content-Length") or 0))
+        if urlsplit(h.path).path == "/api/validate-yaml":
+            error = card_metadata_error(json.loads(body)["content"])
+            return self._send(h, 400, json.dumps({"error": error}).encode(), {"Content-Type": "application/json"}) \
+                if error else self._json(h, {"warnings": []})
+        auth = h.headers.get("Authorization", "")
+        if not auth.startswith("Bearer "):
+            return self._error(h, 401, "Unauthorized", "Invalid credentials in Authorization header")
+        self.tokens.append(auth.removeprefix("Bearer "))
+        path = urlsplit(h.path).path
+        if path == "/api/repos/create":
+            spec = json.loads(body)
+            repo_type = spec.get("type") or "model"
+            repo_id = f"{spec['organization']}/{spec['name']}" if spec.get("organization") else spec["name"]
+            url = f"{self.url}/{'datasets/' if repo_type == 'dataset' else ''}{repo_id}"
+            if (repo_type, repo_id) in self.repos:
+                return self._send(h, 409, json.dumps({"error": "You already created this model repo", "url": url}).encode(),
+                                 {"Content-Type": "application/json"})
+            self.repos[(repo_type, repo_id)] = {"commits": {}, "refs": {}}
+            return self._json(h, {"url": url, "name": repo_id})
+        if m := re.fullmatch(r"/api/(models|datasets)/([^/]+/[^/]+)/preupload/([^/]+)", path):
+            files = json.loads(body)["files"]
+            return self._json(h, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]})
+        if m := re.fullmatch(r"/api/(models|datasets)/([^/]+/[^/]+)/commit/([^/]+)", path):
+            repo_type, repo_id, rev = m.group(1)[:-1], m.group(2), unquote(m.group(3))
+            repo = self.repos.get((repo_type, repo_id))
+            if repo is None:
+                return self._error(h, 401, "RepoNotFound", f"Repository Not Found for url: {h.path}")
+            files = dict(repo["commits"].get(repo["refs"].get(rev, ""), {}))
+            for line in body.splitlines():
+                item = json.loads(line)
+                if item["key"] == "file":
+                    value = item["value"]
+                    files[value["path"]] = base64.b64decode(value["content"]) if value.get("encoding") == "base64" \
+                        else value["content"].encode()
+                elif item["key"] == "deletedFile":
+                    files.pop(item["value"]["path"], None)
+            sha = self.add_commit(repo_id, files, ref=rev, repo_type=repo_type)
+            return self._json(h, {"commitUrl": f"{self.url}/{repo_id}/commit/{sha}", "commitOid": sha})
+        return self._error(h, 404, "NotFound", f"no route for POST {path}")
+
+
+# The model card metadata fields the Hub checks, by type (huggingface.co/docs/hub/model-cards); the
+# pipeline tags a text model may carry.
+_CARD_FIELDS = {"license": str, "license_name": str, "license_link": str, "library_name": str, "pipeline_tag": str,
+                "language": (str, list), "tags": list, "datasets": (str, list), "base_model": (str, list),
+                "metrics": (str, list), "model_name": str}
+_PIPELINE_TAGS = {"text-generation", "text2text-generation", "question-answering", "fill-mask", "text-classification"}
+
+
+def card_metadata_error(readme: str) -> str | None:
+    """Why a README.md's YAML front matter would be refused, or None."""
+    import yaml
+
+    m = re.match(r"^---\n(.*?)\n---\n", readme, re.S)
+    if not m:
+        return None  # no metadata: the Hub warns, it does not refuse
+    try:
+        data = yaml.safe_load(m.group(1)) or {}
+    except yaml.YAMLError as e:
+        return f"Invalid YAML: {e}"
+    if not isinstance(data, dict):
+        return "metadata must be a mapping"
+    for key, kind in _CARD_FIELDS.items():
+        if key in data and not isinstance(data[key], kind):
+            return f'"{key}" must be {kind}'
+        if isinstance(data.get(key), list) and not all(isinstance(v, str) for v in data[key]):
+            return f'"{key}" must be a list of strings'
+    if data.get("pipeline_tag") and data["pipeline_tag"] not in _PIPELINE_TAGS:
+        return f'"pipeline_tag" must be a valid pipeline tag, not {data["pipeline_tag"]!r}'
+    if data.get("license") == "other" and not (data.get("license_name") and data.get("license_link")):
+        return 'license "other" needs license_name and license_link'
+    return None
 
 
 @pytest.fixture
