@@ -162,22 +162,6 @@ def test_each_export_carries_a_model_card_whose_scores_are_the_runs(exported, tm
     assert "PeftModel.from_pretrained" in ModelCard.load(adapter / "README.md").text
 
 
-def test_a_hub_base_model_and_its_licence_reach_the_card_metadata():
-    from huggingface_hub import ModelCardData
-
-    from medqa_scale.serve.model_card import base_license, metadata
-
-    readme = "---\nlicense: apache-2.0\nlanguage: [en]\n---\n# Qwen\n"
-    sources = {"huatuo": {"provenance": {"source": "hf", "repo_id": "FreedomIntelligence/Huatuo26M-Lite",
-                                         "resolved_commit": "abc"}, "kind": "hf"}}
-    meta = metadata(provenance={"source": "hf", "repo_id": "Qwen/Qwen2.5-3B-Instruct", "resolved_commit": "c0ffee"},
-                    license=base_license(readme), sources=sources, adapter_only=True)
-    assert meta["base_model"] == "Qwen/Qwen2.5-3B-Instruct" and meta["license"] == "apache-2.0"
-    assert meta["datasets"] == ["FreedomIntelligence/Huatuo26M-Lite"] and meta["library_name"] == "peft"
-    assert ModelCardData(**meta).to_dict()["base_model"] == "Qwen/Qwen2.5-3B-Instruct"
-    assert base_license(None) == "unknown" and base_license("# no front matter") == "unknown"
-
-
 def test_push_to_hub_lands_the_export_and_never_shows_the_token(exported, hub_env, tmp_path, monkeypatch):
     ws, run = exported, RUNS["lora"]
     out = tmp_path / "pushed"
