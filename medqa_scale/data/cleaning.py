@@ -22,8 +22,13 @@ PII_MASKS = (("id_card", _ID_CARD, "[身份证号]"), ("mobile", _MOBILE, "[手�
 def clean_text(text: str) -> str:
     """HTML tags and entities out, control characters out, safe NFKC, every run of whitespace
     (U+3000 too) one space."""
-    text = html.unescape(_TAG.sub("", _BREAK.sub(" ", text)))
-    return " ".join(safe_nfkc(strip_control(text)[0]).split())
+    return clean_text_counted(text)[0]
+
+
+def clean_text_counted(text: str) -> tuple[str, int]:
+    """clean_text, and how many control characters it removed."""
+    text, removed = strip_control(html.unescape(_TAG.sub("", _BREAK.sub(" ", text))))
+    return " ".join(safe_nfkc(text).split()), removed
 
 
 def strip_control(text: str) -> tuple[str, int]:

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from medqa_scale.core.cli import PipelineError
 from medqa_scale.model.chat_format import IGNORE_INDEX, defaults_taken, encode_examples, to_messages
-from medqa_scale.data.cleaning import clean_text, length_problem, mask_pii, strip_control
+from medqa_scale.data.cleaning import clean_text_counted, length_problem, mask_pii
 from medqa_scale.data.dedup import deduplicate, left_out
 
 BATCH = 4096  # records tokenized per call of the fast tokenizer
@@ -27,12 +27,12 @@ def clean_records(records: list[dict], p: dict) -> tuple[list[dict], list[dict],
     changed: {"control_characters": removed, "records_with_control_characters": records}."""
     kept, dropped, masked, changed = [], [], Counter(), Counter()
     for r in records:
-        texts = [r["question"], r["answer"], *(t for turn in r.get("history", []) for t in turn)]
-        control = sum(strip_control(t)[1] for t in texts)
-        if control:
+        turns = [] if p["history"] == "drop" else r.get("history", [])
+        cleaned = [clean_text_counted(t) for t in (r["question"], r["answer"], *(t for turn in turns for t in turn))]
+        if control := sum(n for _, n in cleaned):
             changed.update(control_characters=control, records_with_control_characters=1)
-        history = [] if p["history"] == "drop" else [[clean_text(q), clean_text(a)] for q, a in r.get("history", [])]
-        question, answer = clean_text(r["question"]), clean_text(r["answer"])
+        (question, _), (answer, _), *rest = cleaned
+        history = [[rest[i][0], rest[i + 1][0]] for i in range(0, len(rest), 2)]
         if p["mask_pii"]:
             (question, n1), (answer, n2) = mask_pii(question), mask_pii(answer)
             masked.update(n1)
@@ -65,14 +65,12 @@ def preprocess_records(records: list[dict], tokenizer, p: dict, seed: int, templ
             if example is None:
                 dropped.append(left_out(r, "template_mismatch"))
                 continue
-            n_answer = sum(1 for label in example["labels"] if label != IGNORE_INDEX)
-            n_prompt = len(example["input_ids"]) - n_answer
+            n_prompt, n_answer = lengths(example)
             if n_prompt > p["max_source_len"] and r["history"]:
                 r, messages, example, cut = fit_history(tokenizer, r, p, template_kwargs)
                 if cut:
                     changed.update(history_truncated=1, history_turns_cut=cut)
-                    n_answer = sum(1 for label in example["labels"] if label != IGNORE_INDEX)
-                    n_prompt = len(example["input_ids"]) - n_answer
+                    n_prompt, n_answer = lengths(example)
             if n_prompt > p["max_source_len"]:
                 dropped.append(left_out(r, "source_too_long"))
             elif n_answer > p["max_target_len"]:
@@ -111,8 +109,7 @@ def fit_history(tokenizer, r: dict, p: dict, template_kwargs: dict | None = None
         return messages, encode_examples(tokenizer, [messages], template_kwargs)[0]
 
     def fits(example) -> bool:
-        return example is not None and len(example["input_ids"]) - sum(
-            1 for label in example["labels"] if label != IGNORE_INDEX) <= p["max_source_len"]
+        return example is not None and lengths(example)[0] <= p["max_source_len"]
 
     if not fits(encoded(0)[1]):
         return r, *encoded(len(history)), 0
@@ -122,6 +119,12 @@ def fit_history(tokenizer, r: dict, p: dict, template_kwargs: dict | None = None
         low, high = (mid, high) if fits(encoded(mid)[1]) else (low, mid - 1)
     messages, example = encoded(low)
     return {**r, "history": history[len(history) - low:]}, messages, example, len(history) - low
+
+
+def lengths(example: dict) -> tuple[int, int]:
+    """(prompt tokens, answer tokens) of an encoded example: the answer is what its labels keep."""
+    n_answer = sum(1 for label in example["labels"] if label != IGNORE_INDEX)
+    return len(example["input_ids"]) - n_answer, n_answer
 
 
 def _dedup_text(r: dict) -> str:

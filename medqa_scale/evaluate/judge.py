@@ -122,8 +122,8 @@ class Judge:
     def __repr__(self) -> str:  # never the key
         return f"Judge({self.url!r}, model={self.model!r})"
 
-    def ask(self, messages: list[dict]) -> str:
-        """The reply's text; one more request with a plain prompt when the server refuses response_format."""
+    def ask(self, messages: list[dict]) -> str | None:
+        """The reply's text (None when the reply has none); one more request with a plain prompt when the server refuses response_format."""
         body = {"model": self.model, "messages": messages, "temperature": self.temperature, "seed": self.seed,
                 "max_tokens": self.max_tokens}
         if self.json_schema:
@@ -148,7 +148,7 @@ class Judge:
 
     def verdict(self, messages: list[dict]) -> str | None:
         """A parsed verdict; an unparseable reply is asked once more, then counted."""
-        for attempt in (1, 2):
+        for _ in range(2):
             parsed = parse_verdict(self.ask(messages))
             if parsed is not None:
                 return parsed
