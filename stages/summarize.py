@@ -29,16 +29,19 @@ from pathlib import Path
 import pandas as pd
 
 from medqa_scale.core.cli import PipelineError, run
-from medqa_scale.core.durable import atomic_path, read_jsonl, remove_stale
-from medqa_scale.core.params import (BASE_4BIT_RUN, BASE_RUN, REFERENCE_RUNS, load_params, run_name, scale_size, setup_name,
-                                     source_name)
+from medqa_scale.core.durable import atomic_path, read_json, read_jsonl, remove_stale
+from medqa_scale.core.params import BASE_RUN, REFERENCE_RUNS, load_params, run_name, scale_size, setup_name, source_name
 from medqa_scale.evaluate.comparison import (adjust, check_same_questions, compare, compared_metrics, comparisons, setups,
                                              summary_row, verdict)
 from medqa_scale.evaluate.knowledge import add_sets, retention_flags
+from medqa_scale.evaluate.metrics import bootstrap_counts
 from medqa_scale.evaluate.plots import caption, plot_loss_curves, plot_method_comparison, plot_scale_comparison, plot_scaling
 from medqa_scale.evaluate.report import label_of, report_markdown
 from medqa_scale.evaluate.scaling import scaling_fit
 from medqa_scale.evaluate.summary import curves_table, loss_curves, runs_table, setups_table, summary
+from medqa_scale.evaluate.win_rates import REFERENCE_OF, WIN_RATE, add_win_rates, judge_comparisons, judged_comparisons
+from medqa_scale.evaluate.win_rates import row as judged_row
+from medqa_scale.evaluate.win_rates import summary as judged_summary
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +49,7 @@ PLOTS = Path("plots")
 TABLES = {name: PLOTS / f"{name}.csv" for name in ("results_summary", "results_by_run", "comparisons", "scaling", "loss_curves")}
 REPORT, SUMMARY = PLOTS / "report.md", Path("metrics/summary.json")
 FIGURES = {name: PLOTS / f"{name}.png" for name in ("scaling", "data_scale_comparison", "method_comparison", "loss_curves")}
-REFERENCE_OF = {"lora": BASE_RUN, "qlora": BASE_4BIT_RUN}  # what each method's adapter is trained on
+JUDGMENTS, JUDGE_METRICS = Path("data/judge/judgments.jsonl"), Path("metrics/judge.json")
 EXAMPLES = 3
 
 
@@ -63,15 +66,18 @@ def main() -> None:
     compared = setups(group_by_setup(scores, runs), groups, b["resamples"], p["seed"])
     sets = {source_name(s): s["role"] for s in p["benchmarks"]}
     set_metrics = add_sets(compared, group_by_setup(read_benchmark(runs), runs), list(sets), b["resamples"], p["seed"]) if sets else []
+    judgments = read_judgments(methods, scales, seeds, groups, b["resamples"], p["seed"]) if p["judge"]["enabled"] else {}
+    add_win_rates(compared, judgments)  # each setup's win rate against its reference: a metric like the others
     table = setups_table(by_run, {name: summary_row(s, confidence) for name, s in compared.items()})
-    metrics = compared_metrics(primary) + set_metrics
-    pairs = adjust([compare(compared[a], compared[c], metrics, confidence) for a, c in comparisons(methods, scales, REFERENCE_OF)],
-                   metrics, r["alpha"])
+    metrics = [k for k in compared_metrics(primary) if k != WIN_RATE] + set_metrics
+    pairs = adjust([{**compare(compared[a], compared[c], metrics, confidence),  # the judge's head-to-head, where it judged
+                     **(judged_row(judgments[(a, c)], confidence) if (a, c) in judgments else {})}
+                    for a, c in comparisons(methods, scales, REFERENCE_OF)], metrics + [WIN_RATE] * bool(judgments), r["alpha"])
     reference_of = {setup_name(m, s): REFERENCE_OF[m] for m in methods for s in scales}
     cost = dict(zip(table.run, table.get("train_runtime_s", pd.Series(0.0, index=table.index))))
     choice, rouge_choice = (verdict(compared, pairs, reference_of, cost, metric=k, alpha=r["alpha"], margin=r["margin"][k])
                             for k in (primary, "rouge-l"))
-    fitted = [primary, "rouge-l", *(f"acc-{s}" for s, role in sets.items() if role == "domain")]
+    fitted = list(dict.fromkeys([primary, "rouge-l", *(f"acc-{s}" for s, role in sets.items() if role == "domain")]))
     fits = scaling(compared, table, methods, scales, fitted, confidence) if len(scales) > 1 else {}
     retention = [s for s, role in sets.items() if role == "retention"]
     knowledge = {"sets": sets, "flags": retention_flags(pairs, reference_of, retention, r["max_retention_drop"]),
@@ -83,6 +89,7 @@ def main() -> None:
         with atomic_path(TABLES[name]) as tmp:
             frame.to_csv(tmp, index=False, float_format="%.4f")
     produced_on = caption(tuned)
+    judge = {**read_json(JUDGE_METRICS), **judged_summary([judged_row(j, confidence) for j in judgments.values()])} if judgments else None
     if fits:
         plot_scaling(fits, {k: f"{label_of(k)} ({'lower' if k == 'nll' else 'higher'} is better)" for k in fitted},
                      FIGURES["scaling"], produced_on)
@@ -93,9 +100,11 @@ def main() -> None:
         tmp.write_text(report_markdown(table, pairs, choice, rouge_choice, fits, examples(methods, scales, seeds[0]),
                                        primary=primary, alpha=r["alpha"], margin=r["margin"], confidence=confidence,
                                        resamples=b["resamples"], n_test=len(groups), groups=len(set(groups)), seeds=seeds,
-                                       produced_on=produced_on, knowledge=knowledge), encoding="utf-8")
+                                       produced_on=produced_on, knowledge=knowledge, judge=judge), encoding="utf-8")
     with atomic_path(SUMMARY) as tmp:  # keys unsorted: their order is `dvc exp show`'s column order
-        tmp.write_text(json.dumps(summary(table, choice, rouge_choice, knowledge_summary(pairs, choice, knowledge)), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(summary(table, choice, rouge_choice, {**knowledge_summary(pairs, choice, knowledge),
+                                                                        **judge_summary(table, choice, judge)}),
+                                  indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     log.info("most cost-effective by %s: %s (best: %s; by ROUGE-L: %s)\n%s", primary, choice["choice"], choice["best"],
              rouge_choice["choice"], table[["run", primary, f"{primary}_low", f"{primary}_high", "rouge-l", "bleu"]].to_string(index=False))
 
@@ -134,6 +143,26 @@ def read_scores(runs: list[tuple[str, str, int]]) -> dict[str, list[dict]]:
     except ValueError as e:
         raise PipelineError(str(e)) from None
     return {name: [{**row, "nll_stats": n["nll_stats"]} for row, n in zip(scores[name], nll[name])] for name in names}
+
+
+def read_judgments(methods: list[str], scales: list[str], seeds: list[int], groups: list[str], resamples: int,
+                   seed: int) -> dict:
+    """The judge's outcomes of each judged comparison (win_rates.judged), on the bootstrap every
+    other metric uses (the same question groups and resamples)."""
+    lines = read_jsonl(JUDGMENTS)
+    try:
+        return judge_comparisons(lines, judged_comparisons(methods, scales), seeds, bootstrap_counts(groups, resamples, seed), seed)
+    except ValueError as e:
+        raise PipelineError(f"{JUDGMENTS}: {e}") from None
+
+
+def judge_summary(table: pd.DataFrame, choice: dict, judge: dict | None) -> dict:
+    """For metrics/summary.json, with the judge on: the chosen setup's win rate against its
+    reference and the judge's consistency (the share of pairs whose two orders agree)."""
+    if judge is None:
+        return {}
+    pick = table.set_index("run")[WIN_RATE].get(choice["choice"]) if choice["choice"] else None
+    return {"most_cost_effective_win_rate": None if pick is None else float(pick), "judge_consistency": judge["consistency"]}
 
 
 def read_benchmark(runs: list[tuple[str, str, int]]) -> dict[str, list[dict]]:

@@ -32,6 +32,8 @@ UNDECLARED_IN = {  # (stage, key): reason, for reads one stage makes
     ("train", "model.preset"): "names the model in the fit check's message",
     ("train", "model.repo_id"): "names the model in the fit check's message",
     ("train", "model.source"): "names the model in the fit check's message",
+    **{("judge", f"judge.{k}"): "where and how the judge is reached, not what it is asked (a cache key holds the model "
+       "and settings)" for k in ("base_url", "api_key_env", "max_concurrent", "max_requests", "timeout_s")},
 }
 
 

@@ -41,13 +41,14 @@ from medqa_scale.core.params import load_params, runs_of
 from medqa_scale.evaluate.generation import GREEDY, generation_config
 from medqa_scale.model.chat_format import prompt_ids, to_messages
 from medqa_scale.serve.access import RateLimit, check_exposure, credentials
-from medqa_scale.serve.browse import filter_answers, item, largest_difference, with_interval
+from medqa_scale.serve.browse import filter_answers, item, judgment_text, largest_difference, with_interval
 from medqa_scale.serve.experiments import FIGURES, WORKSPACE, View, experiments, load_view, snapshot
 
 log = logging.getLogger(__name__)
 
 CSS = (".run-answer, #item-reference {border: 1px solid #ddd; border-radius: 6px; padding: 4px 10px; margin: 6px 0}"
-       " #item-reference {background: #f6f8fa} .run-answer .scores {color: #666; margin-left: 8px}")
+       " #item-reference {background: #f6f8fa} .run-answer .scores {color: #666; margin-left: 8px}"
+       " .judgments {color: #444; font-size: 0.9em}")
 
 
 # --- rendering -----------------------------------------------------------------------------------
@@ -59,18 +60,33 @@ def image(data: bytes | None):
 
 
 def item_html(view: View, question_id: str) -> str:
-    """A test question, its reference answer, and each run's answer with its scores."""
+    """A test question, its reference answer, and each run's answer with its scores and, with the
+    judge on, its judgments (both orders) against the answers it was compared with."""
     if question_id not in view.questions:
         return "<p>Pick a test question.</p>"
     rows = item(view.answers, question_id, view.runs)
     cards = "".join(
         f'<div class="run-answer" data-run="{html.escape(r["run"])}"><b>{html.escape(r["run"])}</b> '
         f'<span class="scores">ROUGE-L {r["rouge-l"]:.1f} · BLEU {r["bleu"]:.1f} · char-BLEU-4 {r["char-bleu-4"]:.1f}</span>'
-        f'<p class="answer-text">{html.escape(r["answer"])}</p></div>' for r in rows.to_dict("records"))
+        f'<p class="answer-text">{html.escape(r["answer"])}</p>{judgments_html(view.judgments.get((question_id, r["run"]), []))}'
+        '</div>' for r in rows.to_dict("records"))
     return (f'<div id="item-question"><b>Question</b> ({html.escape(question_id)})'
             f'<p>{html.escape(view.questions[question_id])}</p></div>'
             f'<div id="item-reference"><b>Reference answer</b><p>{html.escape(view.references[question_id])}</p></div>'
             + cards)
+
+
+def judgments_html(lines: list[dict]) -> str:
+    """The judge's verdicts on one answer: against each compared run, the outcome and what it said
+    with this answer shown first and shown second."""
+    items = []
+    for line in lines:
+        t = judgment_text(line)
+        items.append(f'<li class="judgment" data-against="{html.escape(line["against"])}">against '
+                     f'<b>{html.escape(line["against"])}</b>: <b class="outcome">{html.escape(t["outcome"])}</b>'
+                     f'<br>this answer shown first: {html.escape(t["first"])}'
+                     f'<br>this answer shown second: {html.escape(t["second"])}</li>')
+    return f'<ul class="judgments">{"".join(items)}</ul>' if items else ""
 
 
 def report_without_images(report: str | None) -> str:

@@ -264,11 +264,27 @@ class Evaluate(Section):
 
 
 class Report(Section):
-    primary_metric: Literal["nll", "rouge-1", "rouge-2", "rouge-l", "bleu"] = Field(
-        description="the verdict's metric: nll (the reference answer's NLL per token) or a generation metric")
+    primary_metric: Literal["nll", "rouge-1", "rouge-2", "rouge-l", "bleu", "win-rate"] = Field(
+        description="the verdict's metric: nll (the reference answer's NLL per token), a generation metric, or win-rate "
+                    "(the judge's, with judge.enabled)")
     alpha: float = Field(gt=0, lt=0.5, description="family-wise error rate, Holm-adjusted over the report's comparisons")
     margin: dict[str, float] = Field(description="δ per metric: how much worse than the best a cheaper setup may be")
     max_retention_drop: float = Field(ge=0, description="accuracy points of retention a setup may lose before it is flagged")
+
+
+class Judge(Section):
+    enabled: bool
+    model: str = Field(min_length=1, description="the judge's model name at the endpoint")
+    temperature: float = Field(ge=0)
+    seed: int = Field(ge=0)
+    max_tokens: int = PositiveInt
+    rubric: str = Field(min_length=1)
+    base_url: str = Field(pattern=r"^https?://[^\s/]+", description="the endpoint up to /v1, e.g. http://127.0.0.1:8000/v1")
+    api_key_env: str | None = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description=(
+        "the name of the environment variable that holds the key (e.g. DEEPSEEK_API_KEY), never the key itself; or null"))
+    max_concurrent: int = PositiveInt
+    max_requests: int = PositiveInt
+    timeout_s: float = Field(gt=0)
 
 
 class Gguf(Section):
@@ -300,6 +316,7 @@ class Params(Section):
     benchmarks: list[Benchmark]
     benchmark: BenchmarkSettings
     report: Report
+    judge: Judge
     export: Export
 
 
@@ -408,7 +425,7 @@ def project_problems(p: dict) -> list[str]:
             if m not in method_args:
                 bad(f"train.method_args.{m}", "missing: give per_device_train_batch_size and gradient_accumulation_steps")
 
-    _check_report(_mapping(p, "report"), evaluate, methods, sizes, bad, p.get("benchmarks"))
+    _check_report(_mapping(p, "report"), evaluate, methods, sizes, bad, p.get("benchmarks"), _mapping(p, "judge").get("enabled") is True)
     problems += _library_field_problems(p)
     return problems
 
@@ -429,19 +446,24 @@ def _check_fused_kernels(train: dict, bad) -> None:
             "or leave it null (sdpa)")
 
 
-def _check_report(report: dict, evaluate: dict, methods, sizes: list[int], bad, benchmarks=()) -> None:
-    """Every compared metric has a margin, and the bootstrap is fine enough that Holm's correction
-    over the report's comparisons can call a difference at all."""
+def _check_report(report: dict, evaluate: dict, methods, sizes: list[int], bad, benchmarks=(), judged: bool = False) -> None:
+    """Every compared metric has a margin, the verdict's metric is one the pipeline measures, and
+    the bootstrap is fine enough that Holm's correction over the report's comparisons can call a
+    difference at all."""
     primary, alpha, margin = report.get("primary_metric"), report.get("alpha"), report.get("margin")
-    if primary in ("nll", "rouge-1", "rouge-2", "rouge-l", "bleu") and isinstance(margin, dict):
-        for metric in dict.fromkeys([primary, "rouge-l", "bleu"]):
+    if primary == "win-rate" and not judged:
+        bad("report.primary_metric", "win-rate is the judge's: set judge.enabled: true (and judge.base_url), or pick "
+            "another metric")
+    if primary in ("nll", "rouge-1", "rouge-2", "rouge-l", "bleu", "win-rate") and isinstance(margin, dict):
+        for metric in dict.fromkeys([primary, "rouge-l", "bleu", *(["win-rate"] if judged else [])]):
             if not isinstance(margin.get(metric), (int, float)) or margin[metric] < 0:
-                bad(f"report.margin.{metric}", "give δ >= 0 for every compared metric (the primary one, rouge-l, bleu)")
+                bad(f"report.margin.{metric}", "give δ >= 0 for every compared metric (the primary one, rouge-l, bleu, and "
+                    "win-rate when the judge is on)")
     resamples = _mapping(evaluate, "bootstrap").get("resamples")
     if isinstance(methods, list) and sizes and _positive_int(resamples) and isinstance(alpha, float):
         m, s = len(set(map(str, methods))), len(sizes)
         metrics = 3 + (len(benchmarks) if isinstance(benchmarks, list) else 0)  # each benchmark set's accuracy too
-        family = metrics * (m * s + m * (s - 1) + (s if m > 1 else 0))
+        family = metrics * (m * s + m * (s - 1) + (s if m > 1 else 0)) + judged * (m * s + m * (s - 1))
         if family / (resamples + 1) >= alpha:
             bad("evaluate.bootstrap.resamples", f"{resamples} resamples give p-values no smaller than 1/{resamples + 1}, which "
                 f"Holm's correction over {family} comparisons lifts to at least {family / (resamples + 1):.3f}, not below "

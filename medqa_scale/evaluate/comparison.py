@@ -93,17 +93,21 @@ def holm(p_values: list[float]) -> list[float]:
 
 def adjust(rows: list[dict], metrics: list[str], alpha: float) -> list[dict]:
     """The comparisons with each p-value Holm-adjusted over the whole family (every row x every
-    metric) and each reading following the adjusted p-value: `<a> better` or `<b> better` when it
-    is below `alpha` (better by the metric's direction), else `no clear difference`."""
-    flat = holm([row[f"{k}_p"] for row in rows for k in metrics])
+    metric the row holds: the judge's win rate only in the comparisons it judged) and each reading
+    following the adjusted p-value: `<a> better` or `<b> better` when it is below `alpha` (better by
+    the metric's direction), else `no clear difference`."""
+    family = [(i, k) for i, row in enumerate(rows) for k in metrics if f"{k}_p" in row]
+    adjusted = dict(zip(family, holm([rows[i][f"{k}_p"] for i, k in family])))
     out = []
     for i, row in enumerate(rows):
         row = dict(row)
-        for j, k in enumerate(metrics):
-            p = flat[i * len(metrics) + j]
+        for k in metrics:
+            if (i, k) not in adjusted:
+                continue
+            p = adjusted[(i, k)]
             gain = direction(k) * row[f"{k}_diff"]
             row[f"{k}_p_holm"] = p
-            row[f"{k}_reading"] = ("no clear difference" if p >= alpha or gain == 0 else
+            row[f"{k}_reading"] = ("no clear difference" if p >= alpha or not gain > 0 and not gain < 0 else
                                    f"{row['a']} better" if gain > 0 else f"{row['b']} better")
         out.append(row)
     return out

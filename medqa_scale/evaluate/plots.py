@@ -42,9 +42,15 @@ def plot_scale_comparison(table: pd.DataFrame, path: Path) -> None:
     base_4bit = table[table.run == BASE_4BIT_RUN]
     panels = [("rouge-l", "ROUGE-L F1"), ("bleu", "BLEU"), ("best_eval_loss", "best eval loss"),
               ("train_runtime_s", "training time (s, steps only)")]
+    if "win-rate" in tuned:  # the judge's (judge.enabled)
+        panels.insert(2, ("win-rate", "judge win rate vs reference (%, ties half)"))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
     for ax, (col, label) in zip(axes, panels):
         sns.lineplot(data=tuned, x="n_train", y=col, hue="method", marker="o", ax=ax)
+        if col == "win-rate":
+            ax.axhline(50, color="grey", linestyle="--", label="no preference")
+            for color, (_, rows) in zip(sns.color_palette(), tuned.groupby("method", sort=False)):
+                ax.fill_between(rows.n_train, rows[f"{col}_low"], rows[f"{col}_high"], color=color, alpha=0.2)
         if col in QUALITY:
             ax.axhline(base[col], color="grey", linestyle="--", label="base model")
             if not base_4bit.empty:  # QLoRA's own reference: the base it trains on, 4-bit

@@ -12,7 +12,15 @@ import pandas as pd
 from medqa_scale.core.params import BASE_4BIT_RUN, BASE_RUN, REFERENCE_RUNS
 
 METRIC_LABELS = {"nll": "answer NLL/token", "rouge-1": "ROUGE-1", "rouge-2": "ROUGE-2", "rouge-l": "ROUGE-L",
-                 "bleu": "BLEU", "char-bleu-4": "char-BLEU-4", "lf-rouge-l": "ROUGE-L (LLaMA-Factory)"}
+                 "bleu": "BLEU", "char-bleu-4": "char-BLEU-4", "lf-rouge-l": "ROUGE-L (LLaMA-Factory)",
+                 "win-rate": "judge win rate vs reference"}
+PRIMARY_ABOUT = {  # what the verdict's metric measures, for the page's opening
+    "nll": "the reference answer's negative log-likelihood per answer token under each model, teacher-forced, counted "
+           "as the training loss counts it. It measures the model, not the decoder, so a repetition loop or a stopping "
+           "decision does not move it",
+    "win-rate": "the share of test questions on which the judge prefers the setup's answer to its reference's, in both "
+                "orders, a tie counting half (50 = no preference; see the judge's section)",
+}
 MEMORY_LABELS = {"cuda_max_allocated": "peak GPU memory (MB, CUDA max allocated)",
                  "cpu_rss_growth_over_loaded_model": "memory growth over the loaded model (MB, CPU RSS)"}
 
@@ -59,19 +67,21 @@ def _better(metric: str) -> str:
 
 def report_markdown(setups: pd.DataFrame, comparisons: list[dict], choice: dict, rouge_choice: dict, fits: dict,
                     examples: list[dict], *, primary: str, alpha: float, margin: dict, confidence: float, resamples: int,
-                    n_test: int, groups: int, seeds: list[int], produced_on: str, knowledge: dict | None = None) -> str:
+                    n_test: int, groups: int, seeds: list[int], produced_on: str, knowledge: dict | None = None,
+                    judge: dict | None = None) -> str:
     """The report: what each step of data bought, the verdict, results with intervals, generation
     health, comparisons with Holm-adjusted p-values, costs, and example answers side by side.
-    `fits[method][metric]` are medqa_scale.evaluate.scaling.scaling_fit results."""
+    `fits[method][metric]` are medqa_scale.evaluate.scaling.scaling_fit results; `judge` (the
+    judge stage's metrics with its consistency over all judged pairs) adds the judge's section."""
     rows = setups.to_dict("records")  # dicts: metric names such as rouge-l are not attribute names
     tuned = [r for r in rows if r["run"] not in REFERENCE_RUNS]
     by_run = {r["run"]: r for r in rows}
     level, label = f"{confidence:.0%}", METRIC_LABELS[primary]
     floor = 1 / (resamples + 1)
-    compared = [k for k in dict.fromkeys([primary, "rouge-l", "bleu"])]
+    compared = [k for k in dict.fromkeys([primary, "rouge-l", "bleu"]) if k != "win-rate"]  # the judge's: its own table
     knowledge = knowledge or {"sets": {}, "flags": {}, "max_drop": 0.0, "alpha": alpha}
     set_metrics = [f"acc-{s}" for s in knowledge["sets"]]
-    family = len(comparisons) * (len(compared) + len(set_metrics))
+    family = sum(f"{k}_p_holm" in c for c in comparisons for k in [*compared, *set_metrics, "win-rate"])
     out = [
         "# What fine-tuning data is worth: results",
         "",
@@ -87,9 +97,8 @@ def report_markdown(setups: pd.DataFrame, comparisons: list[dict], choice: dict,
                 "or scales is a difference between two single training runs; how much another seed would move it is "
                 "not in any interval or p-value here. `-S strategy=thorough` trains 3 seeds per setup.", ""]
     out += [
-        f"The primary metric is **{label}** ({_better(primary)}): the reference answer's negative log-likelihood per "
-        "answer token under each model, teacher-forced, counted as the training loss counts it. It measures the model, "
-        "not the decoder, so a repetition loop or a stopping decision does not move it. ROUGE is jieba-word F1 x100 "
+        f"The primary metric is **{label}** ({_better(primary)})"
+        + (f": {PRIMARY_ABOUT[primary]}. " if primary in PRIMARY_ABOUT else ". ") + "ROUGE is jieba-word F1 x100 "
         "counting every n-gram occurrence, punctuation left out; BLEU is sacrebleu's corpus BLEU (tokenize zh); "
         "LLaMA-Factory's ROUGE and char-BLEU-4 are in results_summary.csv for comparison with papers.",
         "",
@@ -127,9 +136,11 @@ def report_markdown(setups: pd.DataFrame, comparisons: list[dict], choice: dict,
                 f"({_with_interval(best, primary)}). Qualifying: {', '.join(f'`{s}`' for s in choice['qualifying'])}; "
                 f"within δ of the best: {', '.join(f'`{s}`' for s in choice['within_margin'])}."]
     out += ["", f"Rule (params `report`, fixed before the numbers): {choice['rule']}. α = {alpha:g} is family-wise: "
-            f"Holm's correction runs over all {family} p-values of the comparisons table ({len(comparisons)} pairs x "
-            f"{len(compared) + len(set_metrics)} metrics). p-values resolve to 1/(resamples + 1) = {floor:.5f}. "
-            f"Margins δ: {', '.join(f'{k} {v:g}' for k, v in margin.items())}.", ""]
+            f"Holm's correction runs over all {family} p-values of the comparisons table"
+            + (f" ({len(comparisons)} pairs x {len(compared) + len(set_metrics)} metrics)" if judge is None else
+               f" ({len(comparisons)} pairs x {len(compared) + len(set_metrics)} metrics, and the judge's win rate in the "
+               f"{sum('win-rate_p_holm' in c for c in comparisons)} pairs it judged)") + f". p-values resolve to 1/(resamples + 1) = {floor:.5f}. "
+            f"Margins δ: {', '.join(f'{k} {v:g}' for k, v in margin.items() if judge is not None or k != 'win-rate')}.", ""]
     if rouge_choice["choice"] == choice["choice"]:
         out += [f"A verdict by the same rule on ROUGE-L agrees (`{rouge_choice['choice']}`).", ""]
     else:
@@ -138,6 +149,8 @@ def report_markdown(setups: pd.DataFrame, comparisons: list[dict], choice: dict,
                 + " ROUGE-L follows the decoder as well as the model (see generation health).", ""]
     if set_metrics:
         out += _knowledge_section(rows, comparisons, choice, knowledge, floor)
+    if judge is not None:
+        out += _judge_section(comparisons, judge, primary, floor, level)
     metric_cols = [k for k in METRIC_LABELS if k in setups]
     out += ["## Results", "",
             _table(["setup", "training samples", *(METRIC_LABELS[k] for k in metric_cols), "perplexity"],
@@ -167,7 +180,8 @@ def report_markdown(setups: pd.DataFrame, comparisons: list[dict], choice: dict,
                     "reading"],
                    [[f"`{c['a']}`", f"`{c['b']}`",
                      *(_diff(c[f"{k}_diff"], c[f"{k}_diff_low"], c[f"{k}_diff_high"], k) for k in compared),
-                     *(_p(c[f"{k}_p_holm"], floor) for k in compared), c[f"{primary}_reading"]] for c in comparisons]),
+                     *(_p(c[f"{k}_p_holm"], floor) for k in compared), c.get(f"{primary}_reading", "not judged")]
+                    for c in comparisons]),
             "",
             "![LoRA against QLoRA](method_comparison.png)",
             "",
@@ -239,3 +253,38 @@ def _knowledge_section(rows: list[dict], comparisons: list[dict], choice: dict, 
                      if c else ["–", "–"])
         table.append(line)
     return out + [_table(header, table), ""]
+
+
+def _judge_section(comparisons: list[dict], judge: dict, primary: str, floor: float, level: str) -> list[str]:
+    """The judge's pairwise verdicts: win, tie and loss rates per judged comparison, the win rate with
+    its interval and Holm-adjusted p-value, and how far the judge agreed with itself."""
+    j, usage = judge["judge"], judge["usage"]
+    consistency = judge["consistency"]
+    judged = [c for c in comparisons if "win-rate_p_holm" in c]
+    out = ["## The judge's verdicts", "",
+           f"`{j['model']}` (temperature {j['temperature']:g}, seed {j['seed']}, rubric sha256 `{j['rubric_sha256']}`) compared "
+           "each setup's answer with its reference's and with the next smaller scale's, seed against seed, and was asked "
+           "each pair in both orders. A verdict counts only when both orders name the same answer; otherwise the pair is a "
+           "tie. Win rate = wins + ties / 2 (50: no preference). Its interval and two-sided paired p-value come from the "
+           "same bootstrap as every other comparison, and the p-value is Holm-adjusted with the whole comparisons table. "
+           f"Unparseable replies are left out of every rate and counted: {judge['unparseable']} of "
+           f"{judge['judged_pairs']} pairs; {judge.get('identical_answers', 0)} pairs had identical answers (ties, not asked).",
+           ""]
+    if consistency is not None:
+        out += [f"**Consistency: the two orders agreed in {consistency:.1%} of the parseable pairs.**"
+                + (" Below half, the judge's position in the prompt decides more of its verdicts than the answers do: "
+                   "read its win rates as weak evidence." if consistency < 0.5 else ""), ""]
+    out += [_table(["setup", "against", "win", "tie", "loss", f"win rate [{level} interval]", "p (Holm)", "orders agree",
+                    "reading"],
+                   [[f"`{c['a']}`", f"`{c['b']}`", f"{c['win_share']:.1%}", f"{c['tie_share']:.1%}", f"{c['loss_share']:.1%}",
+                     f"{c['win-rate']:.1f} [{c['win-rate_low']:.1f}, {c['win-rate_high']:.1f}]", _p(c["win-rate_p_holm"], floor),
+                     f"{c['consistent_share']:.1%}", c["win-rate_reading"]] if c["judged_pairs"] > c["unparseable"] else
+                    [f"`{c['a']}`", f"`{c['b']}`", "–", "–", "–", "every reply unparseable", "–", "–", "–"] for c in judged]),
+            "",
+            f"Requests: {usage['requests']} ({usage['retries']} retries), {usage['prompt_tokens']} prompt and "
+            f"{usage['completion_tokens']} completion tokens; {usage['judgments_from_cache']} of {usage['judgments_needed']} "
+            "ordered judgments came from the cache of earlier runs (data/judge_cache.jsonl). A judge of the same model family "
+            "as the tuned model may prefer its style; the judge is named above so that a reader can weigh it."
+            + ("" if primary == "win-rate" else " The verdict's metric is not the judge's (params report.primary_metric)."),
+            ""]
+    return out

@@ -30,6 +30,28 @@ def answers_table(predictions: dict[str, list[dict] | None], scores: dict[str, l
     return pd.DataFrame(rows, columns=["id", "run", "answer", *SCORES])
 
 
+def judgments_by_answer(lines: list[dict] | None) -> dict[tuple[str, str], list[dict]]:
+    """The judge stage's lines (data/judge/judgments.jsonl) by (question id, run): each run's
+    judgments against the answers it was compared with, in the stage's order."""
+    out: dict[tuple[str, str], list[dict]] = {}
+    for line in lines or []:
+        out.setdefault((line["id"], line["run"]), []).append(line)
+    return out
+
+
+def judgment_text(line: dict) -> dict[str, str]:
+    """One judgment as the page words it: the outcome, and what the judge said with the run's answer
+    shown first and shown second (its preference, and its reason)."""
+    def said(verdict: dict, run_is: str) -> str:
+        v = verdict["verdict"]
+        pick = ("unparseable reply" if v is None else "a tie" if v == "tie" else
+                "this answer better" if v == run_is else "the other answer better")
+        return pick + (f": {verdict['reason']}" if verdict.get("reason") else "")
+    if line.get("identical"):
+        return {"outcome": "tie", "first": "identical answers: not asked", "second": "identical answers: not asked"}
+    return {"outcome": line["outcome"], "first": said(line["run_first"], "A"), "second": said(line["run_second"], "B")}
+
+
 def item(answers: pd.DataFrame, question_id: str, runs: list[str]) -> pd.DataFrame:
     """One question's answers and scores, a row per run in `runs` order (a run without an answer
     to it is left out)."""

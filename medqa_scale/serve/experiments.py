@@ -19,12 +19,12 @@ from ruamel.yaml import YAML
 
 from medqa_scale.core.cli import PipelineError
 from medqa_scale.core.params import runs_of
-from medqa_scale.serve.browse import answers_table
+from medqa_scale.serve.browse import answers_table, judgments_by_answer
 
 log = logging.getLogger(__name__)
 
 WORKSPACE = "workspace"
-FIGURES = {"data_scale_comparison.png": "ROUGE-L and BLEU against training samples",
+FIGURES = {"data_scale_comparison.png": "ROUGE-L and BLEU (and the judge's win rate) against training samples",
            "method_comparison.png": "LoRA against QLoRA", "loss_curves.png": "Loss curves"}
 
 
@@ -65,6 +65,7 @@ class View:
     report: str | None
     figures: dict[str, bytes]
     data_card: tuple[bytes | None, dict | None]
+    judgments: dict[tuple[str, str], list[dict]]  # browse.judgments_by_answer; empty without the judge
 
 
 def load_view(snapshot: Snapshot) -> View:
@@ -85,7 +86,8 @@ def load_view(snapshot: Snapshot) -> View:
                 missing=missing, results=None if results is None else pd.read_csv(io.BytesIO(results)),
                 report=None if report is None else report.decode("utf-8"),
                 figures={name: data for name in FIGURES if (data := snapshot.read_bytes(f"plots/{name}")) is not None},
-                data_card=(snapshot.read_bytes("plots/data_card.png"), None if card is None else json.loads(card)))
+                data_card=(snapshot.read_bytes("plots/data_card.png"), None if card is None else json.loads(card)),
+                judgments=judgments_by_answer(snapshot.jsonl("data/judge/judgments.jsonl")))
 
 
 def experiments() -> dict[str, str | None]:
