@@ -239,3 +239,24 @@ def test_serving_other_machines_needs_a_login_from_the_environment(unfinished, t
     finally:
         app.close()
     assert secret not in (tmp_path / "app.log").read_text()  # the password is never logged
+
+
+def test_a_test_item_shows_each_answers_judgments_in_both_orders():
+    import pandas as pd
+
+    from medqa_scale.apps import app as page
+    from medqa_scale.serve.browse import judgments_by_answer
+    from medqa_scale.serve.experiments import View
+
+    answers = pd.DataFrame([{"id": "q1", "run": r, "answer": a, "rouge-l": 10.0, "bleu": 5.0, "char-bleu-4": 4.0}
+                            for r, a in (("base", "多喝水"), ("lora-1k-42", "多休息<必要时>就医"))])
+    lines = [{"id": "q1", "run": "lora-1k-42", "against": "base", "outcome": "win", "identical": False,
+              "run_first": {"verdict": "A", "reason": "更<安全>"}, "run_second": {"verdict": "B", "reason": "更准确"}}]
+    view = View(runs=["base", "lora-1k-42"], questions={"q1": "头痛怎么办？"}, references={"q1": "休息"}, answers=answers,
+                missing=[], results=None, report=None, figures={}, data_card=(None, None), judgments=judgments_by_answer(lines))
+    shown = page.item_html(view, "q1")
+    card = shown.split('data-run="lora-1k-42"')[1]
+    assert 'class="judgment" data-against="base"' in card and '<b class="outcome">win</b>' in card
+    assert "this answer shown first: this answer better: 更&lt;安全&gt;" in card
+    assert "this answer shown second: this answer better: 更准确" in card
+    assert "judgment" not in shown.split('data-run="lora-1k-42"')[0]  # base was judged only as the other answer

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from medqa_scale.core.params import runs_of
-from medqa_scale.serve.browse import answers_table, filter_answers, item, largest_difference, scale_losses, with_interval
+from medqa_scale.serve.browse import (answers_table, filter_answers, item, judgment_text, judgments_by_answer, largest_difference,
+                                     scale_losses, with_interval)
 from medqa_scale.evaluate.metrics import bleu_from_stats, per_sample_scores
 
 REFERENCES = {"q1": "多喝水，注意休息。", "q2": "建议到消化内科就诊。", "q3": "按时服用降压药。"}
@@ -107,3 +108,17 @@ def test_the_results_table_shows_each_metric_with_its_interval():
                            **{f"{m}_high": 14.5 for m in ("rouge-1", "rouge-2", "rouge-l", "bleu")}}])
     shown = with_interval(table)
     assert shown["rouge-l"].iloc[0] == "12.00 [9.00, 14.50]" and shown.train_runtime_s.iloc[0] == 12.3
+
+
+def test_each_answer_gets_its_judgments_worded_from_its_own_side():
+    lines = [{"id": "q1", "run": "lora-1k-42", "against": "base", "outcome": "win", "identical": False,
+              "run_first": {"verdict": "A", "reason": "更准确"}, "run_second": {"verdict": "B", "reason": "更安全"}},
+             {"id": "q1", "run": "lora-2k-42", "against": "lora-1k-42", "outcome": "tie", "identical": False,
+              "run_first": {"verdict": "B", "reason": None}, "run_second": {"verdict": None, "reason": None}},
+             {"id": "q2", "run": "lora-1k-42", "against": "base", "outcome": "tie", "identical": True,
+              "run_first": {"verdict": "tie", "reason": None}, "run_second": {"verdict": "tie", "reason": None}}]
+    by = judgments_by_answer(lines)
+    assert list(by) == [("q1", "lora-1k-42"), ("q1", "lora-2k-42"), ("q2", "lora-1k-42")] and judgments_by_answer(None) == {}
+    assert judgment_text(lines[0]) == {"outcome": "win", "first": "this answer better: 更准确", "second": "this answer better: 更安全"}
+    assert judgment_text(lines[1]) == {"outcome": "tie", "first": "the other answer better", "second": "unparseable reply"}
+    assert judgment_text(lines[2])["first"] == "identical answers: not asked"

@@ -79,3 +79,15 @@ def test_the_scaling_figure_is_a_png_with_the_same_bytes_on_every_run(tmp_path):
     fits["qlora"]["rouge-l"]["per_doubling"]["gain"] = 9.0  # the legend shows the gain per doubling
     plot_scaling(fits, metrics, tmp_path / "c.png", caption="builtin model, fp32 on CPU")
     assert (tmp_path / "c.png").read_bytes() != png
+
+
+def test_the_judge_adds_a_win_rate_panel_to_the_data_scale_figure(tmp_path):
+    from PIL import Image
+
+    judged = table()
+    judged["win-rate"] = np.where(judged.run == "base", 50.0, judged["rouge-l"] + 20)
+    judged["win-rate_low"], judged["win-rate_high"] = judged["win-rate"] - 8, judged["win-rate"] + 8
+    plot_scale_comparison(table(), tmp_path / "plain.png")
+    plot_scale_comparison(judged, tmp_path / "judged.png")
+    plain, five = (Image.open(tmp_path / f"{n}.png").size for n in ("plain", "judged"))
+    assert five[0] > plain[0] * 1.15  # one panel more, as wide as the others

@@ -124,3 +124,35 @@ def test_example_answers_are_side_by_side_and_cannot_break_the_table():
     assert "| `lora-2k-42` | 多休息 |" in md
     long_cell = next(line for line in md.splitlines() if line.startswith("| `qlora-2k-42`"))
     assert long_cell.endswith("… |") and len(long_cell) < 200
+
+
+def judged_pair(a, b, win, tie, loss, p_holm, reading):
+    return {**pair(a, b, reading), "judged_pairs": 200, "unparseable": 2, "agreeing_pairs": 150, "win_share": win,
+            "tie_share": tie, "loss_share": loss, "consistent_share": 0.75, "win-rate": 100 * (win + tie / 2),
+            "win-rate_low": 100 * (win + tie / 2) - 6, "win-rate_high": 100 * (win + tie / 2) + 6, "win-rate_p": p_holm / 2,
+            "win-rate_p_holm": p_holm, "win-rate_reading": reading, "win-rate_diff": 100 * (win + tie / 2) - 50}
+
+
+JUDGE = {"enabled": True, "judge": {"model": "Qwen2.5-72B-Instruct", "temperature": 0.0, "seed": 0, "max_tokens": 256,
+                                    "rubric_sha256": "7e7c2b02bc9d0498"},
+         "usage": {"requests": 812, "retries": 3, "prompt_tokens": 500_000, "completion_tokens": 40_000,
+                   "judgments_needed": 800, "judgments_asked": 800, "judgments_from_cache": 0},
+         "identical_answers": 4, "judged_pairs": 400, "unparseable": 4, "consistency": 0.42}
+
+
+def test_the_judge_section_gives_win_tie_loss_with_intervals_holm_and_the_consistency():
+    pairs = [judged_pair("lora-1k", "base", 0.6, 0.3, 0.1, 0.0004, "lora-1k better"),
+             judged_pair("lora-2k", "lora-1k", 0.3, 0.4, 0.3, 1.0, "no clear difference"),
+             pair("lora-2k", "qlora-2k", "no clear difference")]
+    md = report_markdown(TABLE, pairs, CHOICE, {**CHOICE, "metric": "rouge-l"}, FITS, EXAMPLES, primary="nll", alpha=0.05,
+                         margin={"nll": 0.02, "rouge-l": 1.0, "bleu": 1.0, "win-rate": 5.0}, confidence=0.95,
+                         resamples=3999, n_test=200, groups=150, seeds=[42], produced_on="x", judge=JUDGE)
+    assert "## The judge's verdicts" in md and "`Qwen2.5-72B-Instruct` (temperature 0, seed 0" in md
+    assert "| `lora-1k` | `base` | 60.0% | 30.0% | 10.0% | 75.0 [69.0, 81.0] | 0.0004 | 75.0% | lora-1k better |" in md
+    assert "**Consistency: the two orders agreed in 42.0% of the parseable pairs.** Below half" in md
+    assert "4 of 400 pairs" in md and "0 of 800 ordered judgments came from the cache" in md
+    # Holm's family: 3 pairs x 3 metrics, and the 2 judged win rates
+    assert "Holm's correction runs over all 11 p-values" in md and "win rate in the 2 pairs it judged" in md
+    assert "| `lora-2k` | `qlora-2k` |" in md  # the unjudged pair keeps its row in the comparisons table
+    plain = render()
+    assert "judge" not in plain.lower() and "win-rate" not in plain

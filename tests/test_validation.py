@@ -373,3 +373,27 @@ def test_a_fused_kernel_without_its_package_is_named_before_a_run(params, sectio
 def test_the_default_attention_and_a_chunked_loss_are_valid(params):
     params["train"].update(attn_implementation="sdpa", loss_chunk_tokens=2048)
     assert validate(params) == []
+
+
+def test_the_judge_win_rate_as_primary_metric_needs_the_judge_and_a_margin(params):
+    params["report"]["primary_metric"] = "win-rate"
+    problems = validate(params)
+    assert _keys(problems) == ["report.primary_metric"] and "judge.enabled: true" in problems[0]
+    params["judge"]["enabled"] = True
+    assert validate(params) == []
+    del params["report"]["margin"]["win-rate"]
+    assert _keys(validate(params)) == ["report.margin.win-rate"]
+
+
+@pytest.mark.parametrize("value", ["sk-0123456789abcdef", "my key", "1KEY"])
+def test_the_judge_key_param_takes_a_variable_name_never_a_key(params, value):
+    params["judge"]["api_key_env"] = value
+    problems = validate(params)
+    assert _keys(problems) == ["judge.api_key_env"] and "never the key itself" in problems[0]
+    params["judge"]["api_key_env"] = "DEEPSEEK_API_KEY"
+    assert validate(params) == []
+
+
+def test_a_judge_endpoint_must_be_a_url(params):
+    params["judge"]["base_url"] = "localhost:8000"
+    assert _keys(validate(params)) == ["judge.base_url"]

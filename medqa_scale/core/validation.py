@@ -13,6 +13,7 @@ params stay valid, its output does not change and nothing downstream reruns.
 from __future__ import annotations
 
 import inspect
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -280,8 +281,7 @@ class Judge(Section):
     max_tokens: int = PositiveInt
     rubric: str = Field(min_length=1)
     base_url: str = Field(pattern=r"^https?://[^\s/]+", description="the endpoint up to /v1, e.g. http://127.0.0.1:8000/v1")
-    api_key_env: str | None = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description=(
-        "the name of the environment variable that holds the key (e.g. DEEPSEEK_API_KEY), never the key itself; or null"))
+    api_key_env: str | None  # a variable's name: project_problems says so with the fix
     max_concurrent: int = PositiveInt
     max_requests: int = PositiveInt
     timeout_s: float = Field(gt=0)
@@ -425,7 +425,12 @@ def project_problems(p: dict) -> list[str]:
             if m not in method_args:
                 bad(f"train.method_args.{m}", "missing: give per_device_train_batch_size and gradient_accumulation_steps")
 
-    _check_report(_mapping(p, "report"), evaluate, methods, sizes, bad, p.get("benchmarks"), _mapping(p, "judge").get("enabled") is True)
+    judge = _mapping(p, "judge")
+    _check_report(_mapping(p, "report"), evaluate, methods, sizes, bad, p.get("benchmarks"), judge.get("enabled") is True)
+    variable = judge.get("api_key_env")
+    if isinstance(variable, str) and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", variable):
+        bad("judge.api_key_env", "give the name of the environment variable that holds the API key (e.g. DEEPSEEK_API_KEY), "
+            "never the key itself; or null for a server without a key")
     problems += _library_field_problems(p)
     return problems
 
