@@ -11,14 +11,16 @@ Reads:  data/predictions/<run>.jsonl of the references and of each run params me
 Writes: data/judge/judgments.jsonl, one line per judged run pair and test question: {"comparison",
         "run", "against", "id", "group", "run_first" and "run_second" (the verdict, "A", "B", "tie" or
         null when unparseable, and its reason, with the run's answer shown first and second),
-        "outcome" (win, tie, loss, unparseable), "consistent"}; empty when the judge is off
+        "outcome" (win, tie, loss, unparseable), "consistent", "identical" (two equal answers: a tie,
+        not asked)}; empty when the judge is off
         data/judge_cache.jsonl (kept between runs, DVC `persist`): every ordered judgment asked so
         far, keyed by the judge's model and settings, the rubric's hash, the question and both
         answers, so that a rerun asks only what it has not been told; written even when the stage fails
-        metrics/judge.json: requests, retries, tokens, request time, judgments asked and taken from the
-        cache, the judge's consistency, and per comparison the win, tie and loss rates and the win
-        rate (ties half) with bootstrap intervals over question groups and seeds and the unadjusted
-        paired p-value (Holm's correction is the summary's, over all its comparisons)
+        metrics/judge.json: requests, retries, tokens, time (wall, and summed over requests), ordered
+        judgments needed, asked and taken from the cache, pairs of identical answers, the judge's
+        consistency, and per comparison the win, tie and loss rates and the win rate (ties half) with
+        bootstrap intervals over question groups and seeds and the unadjusted paired p-value (Holm's
+        correction is the summary's, over all its comparisons)
 
 Judged: each setup against its reference (LoRA: base; QLoRA: base-4bit) and against the next
 smaller scale of its method, seed against seed; each pair in both orders (a verdict counts only
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -68,7 +71,9 @@ def main() -> None:
              for i in range(len(answers[seed_run(a, seed)]))]
     log.info("judging %d answer pairs in both orders with %s at %s (test questions and answers are sent there)",
              len(pairs), j["model"], shown(j["base_url"]))
+    start = time.perf_counter()
     results = ask(judge, j["rubric"], [(answers[r][i], answers[o][i]) for _, r, o, i in pairs])
+    wall = time.perf_counter() - start
     lines = [{"comparison": name, "run": r, "against": o, "id": answers[r][i]["id"], "group": answers[r][i]["group"], **res}
              for (name, r, o, i), res in zip(pairs, results)]
     write_jsonl(JUDGMENTS, lines)
@@ -78,12 +83,12 @@ def main() -> None:
     write_json(METRICS, {"enabled": True, "judge": {"model": j["model"], "temperature": j["temperature"], "seed": j["seed"],
                                                     "max_tokens": j["max_tokens"],
                                                     "rubric_sha256": rubric_hash(system_prompt(j["rubric"]))},
-                         "usage": judge.usage.as_dict(), "identical_answers": sum(r["identical"] for r in results),
+                         "usage": {**judge.usage.as_dict(), "wall_seconds": round(wall, 3)}, "identical_answers": sum(r["identical"] for r in results),
                          **summary(list(rates.values())), "confidence": b["confidence"], "comparisons": rates})
     u = judge.usage
-    log.info("judge: %d requests (%d retries, %d unparseable replies), %d prompt and %d completion tokens, %.0f s of "
-             "requests; %d of %d distinct ordered judgments from the cache", u.requests, u.retries, u.unparseable,
-             u.prompt_tokens, u.completion_tokens, u.seconds, u.needed - u.asked, u.needed)
+    log.info("judge: %d requests (%d retries, %d unparseable replies), %d prompt and %d completion tokens in %.0f s; "
+             "%d of %d distinct ordered judgments from the cache", u.requests, u.retries, u.unparseable, u.prompt_tokens,
+             u.completion_tokens, wall, u.needed - u.asked, u.needed)
 
 
 def ask(judge: Judge, rubric: str, pairs: list[tuple[dict, dict]]) -> list[dict]:

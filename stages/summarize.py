@@ -5,12 +5,15 @@ Reads:  metrics/{likelihood,evaluate,generate,train,benchmark}/<run>.json, data/
         data/benchmark/<run>.jsonl (per-item exam results) and
         data/scores/<run>.jsonl (per-answer NLL and scores), data/predictions/<run>.jsonl (example
         answers), dvclive/<run>/ for the runs that params methods x split.scales x train.seeds name
-        (stale files from other params are ignored); params seed, evaluate.bootstrap, benchmarks (sets and roles), report
+        (stale files from other params are ignored); with judge.enabled, data/judge/judgments.jsonl and
+        metrics/judge.json (the judge's verdicts, stage judge); params seed, evaluate.bootstrap,
+        benchmarks (sets and roles), report, judge.enabled
 Writes: plots/results_summary.csv (one row per setup, a method at a scale, the references first:
         each metric's mean over seeds, its interval over question groups and seeds, the spread
         between seeds, generation health, and the mean cost)
         plots/results_by_run.csv (one row per trained model, each seed apart)
-        plots/comparisons.csv (paired differences with intervals, p-values and Holm-adjusted ones)
+        plots/comparisons.csv (paired differences with intervals, p-values and Holm-adjusted ones; with
+        the judge, each judged pair's win, tie and loss rates and win rate, Holm-adjusted with the rest)
         plots/scaling.csv (each method's gain per doubling and per step, primary metric and ROUGE-L)
         plots/loss_curves.csv (train and eval loss of each run against training samples seen)
         plots/report.md (what each step of data bought, verdict, tables, figures, example answers)

@@ -18,11 +18,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from ruamel.yaml import YAML
 from support.dvc_repo import RUNS, back_to_first_run, dvc, ran_stages
 from support.local import free_port
 from support.optional import need_llama_cpp_server
-from support.workspace import command
+from support.workspace import command, write_params_file
 
 from medqa_scale.core.params import read_yaml
 from medqa_scale.serve.gguf_write import gguf_name
@@ -32,6 +31,7 @@ KEY = "sk-llama-judge-0c3a7e19"
 CHAT = '"POST /v1/chat/completions HTTP/1.1"'
 
 
+
 def set_params(repo: Path, **changes) -> None:
     p = read_yaml(repo / "params.yaml")
     for dotted, value in changes.items():
@@ -39,8 +39,7 @@ def set_params(repo: Path, **changes) -> None:
         for part in path:
             node = node[part]
         node[leaf] = value
-    with open(repo / "params.yaml", "w", encoding="utf-8") as f:
-        YAML(typ="safe", pure=True).dump(p, f)
+    write_params_file(repo / "params.yaml", p)
 
 
 @pytest.fixture

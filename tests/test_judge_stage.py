@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from ruamel.yaml import YAML
 from support.judge_server import prefers_longer, server  # noqa: F401  (the fixture)
 from support.local import free_port
+from support.workspace import write_params_file
 
 from medqa_scale.core.params import read_yaml
 
@@ -29,14 +29,14 @@ QUESTIONS = [f"问题{i}：头痛{i}天了怎么办？" for i in range(5)] + ["�
 KEY = "sk-judge-test-5f1e9c0a"
 
 
+
 def write_params(ws: Path, **judge) -> None:
     p = copy.deepcopy(read_yaml(ROOT / "params.yaml"))
     p.update(methods=["lora"])
     p["split"]["scales"], p["train"]["seeds"] = ["250", "1k"], [42]
     p["evaluate"]["bootstrap"]["resamples"] = 500
     p["judge"].update({"enabled": True, "model": "judge-model", **judge})
-    with open(ws / "params.yaml", "w", encoding="utf-8") as f:
-        YAML(typ="safe", pure=True).dump(p, f)
+    write_params_file(ws / "params.yaml", p)
 
 
 def write_answers(ws: Path, run: str, length: int) -> None:
@@ -99,7 +99,7 @@ def test_both_orders_are_asked_a_rerun_asks_nothing_and_a_new_seed_asks_only_its
     write_params(workspace, base_url=s.url)
     p = read_yaml(workspace / "params.yaml")
     p["train"]["seeds"] = [42, 43]
-    YAML(typ="safe", pure=True).dump(p, open(workspace / "params.yaml", "w", encoding="utf-8"))
+    write_params_file(workspace / "params.yaml", p)
     for run, length in (("lora-250-43", 4), ("lora-1k-43", 5)):
         write_answers(workspace, run, length)
     assert judge_stage(workspace).returncode == 0

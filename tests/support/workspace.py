@@ -63,6 +63,14 @@ def build_workspace(ws: Path, tiny_base: Path) -> Path:
         YAML(typ="safe", pure=True).dump(p, f)
     return ws
 
+def write_params_file(path: Path, params: dict) -> None:
+    """params.yaml in block style: ruamel's flow style leaves a URL unquoted, which DVC's reader refuses."""
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.dump(params, f)
+
+
 def command(workspace: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, "-m", *args], cwd=workspace, env=env, input=stdin, capture_output=True,
