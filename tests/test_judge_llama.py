@@ -11,6 +11,7 @@ Run: python -m pytest tests/test_judge_llama.py -q     (slow: the shared DVC run
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import sys
 import time
@@ -27,7 +28,7 @@ from medqa_scale.core.params import read_yaml
 from medqa_scale.serve.gguf_write import gguf_name
 
 pytestmark = pytest.mark.slow
-KEY = "sk-llama-judge-0c3a7e19"
+KEY = "sk-" + secrets.token_hex(12)  # made here, so that no file holds it unless the pipeline wrote it
 CHAT = '"POST /v1/chat/completions HTTP/1.1"'
 
 
@@ -45,7 +46,7 @@ def set_params(repo: Path, **changes) -> None:
 @pytest.fixture
 def llama_server(repo, first_run, tmp_path):
     """llama-cpp-python's server on a free port, serving the f16 GGUF export of the first run's
-    lora-400-42; yields its URL and a count of the chat requests it has logged."""
+    lora-400-42 and requiring the key KEY; yields its URL and a count of the chat requests it has logged."""
     need_llama_cpp_server()
     back_to_first_run(repo, first_run)
     out = tmp_path / "export"
@@ -54,13 +55,14 @@ def llama_server(repo, first_run, tmp_path):
     port, log = free_port(), tmp_path / "server.log"
     with open(log, "w") as sink:
         server = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(out / gguf_name(RUNS[1], "f16")),
-                                   "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"],
+                                   "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--api_key", KEY],
                                   stdout=sink, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
     try:
         for _ in range(120):
             try:
-                urllib.request.urlopen(f"{url}/models", timeout=1).close()
+                request = urllib.request.Request(f"{url}/models", headers={"Authorization": f"Bearer {KEY}"})
+                urllib.request.urlopen(request, timeout=1).close()
                 break
             except OSError:
                 assert server.poll() is None, log.read_text()[-3000:]
@@ -115,7 +117,7 @@ def test_the_judge_stage_against_llama_cpp_server(repo, llama_server, monkeypatc
     again = dvc(repo, "repro")
     assert ran_stages(again.stdout) == set() and requests() == asked + m["usage"]["requests"]
 
-    # The key: sent, and in no file of the workspace (outputs, dvc.lock, params, DVC's cache) or DVC's output.
+    # The key: sent (the server refuses requests without it), and in no file of the workspace (outputs, dvc.lock, params, DVC's cache) or DVC's output.
     assert KEY not in first.stdout + first.stderr + both.stdout + both.stderr
     for path in [*repo.rglob("*")]:
         if path.is_file() and ".git" not in path.parts:

@@ -13,6 +13,7 @@ import copy
 import json
 import os
 import re
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +27,7 @@ from medqa_scale.core.params import read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 QUESTIONS = [f"问题{i}：头痛{i}天了怎么办？" for i in range(5)] + ["难以判断的问题"]
-KEY = "sk-judge-test-5f1e9c0a"
+KEY = "sk-" + secrets.token_hex(12)  # made here, so that no file holds it unless the stage wrote it
 
 
 
