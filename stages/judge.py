@@ -32,7 +32,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import urllib.parse
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -40,7 +39,7 @@ from tqdm.auto import tqdm
 from medqa_scale.core.cli import PipelineError, run
 from medqa_scale.core.durable import read_jsonl, remove_stale, write_json, write_jsonl
 from medqa_scale.core.params import load_params
-from medqa_scale.evaluate.judge import Judge, judge_pairs, rubric_hash, system_prompt
+from medqa_scale.evaluate.judge import Judge, judge_pairs, redacted, rubric_hash, system_prompt
 from medqa_scale.evaluate.metrics import bootstrap_counts
 from medqa_scale.evaluate.win_rates import judge_comparisons, judged_comparisons, row, seed_run, summary
 
@@ -70,7 +69,7 @@ def main() -> None:
     pairs = [(f"{a} vs {c}", seed_run(a, seed), seed_run(c, seed), i) for a, c in comparisons for seed in seeds
              for i in range(len(answers[seed_run(a, seed)]))]
     log.info("judging %d answer pairs in both orders with %s at %s (test questions and answers are sent there)",
-             len(pairs), j["model"], shown(j["base_url"]))
+             len(pairs), j["model"], redacted(j["base_url"]))
     start = time.perf_counter()
     results = ask(judge, j["rubric"], [(answers[r][i], answers[o][i]) for _, r, o, i in pairs])
     wall = time.perf_counter() - start
@@ -80,11 +79,11 @@ def main() -> None:
     groups = [a["group"] for a in next(iter(answers.values()))]
     judgments = judge_comparisons(lines, comparisons, seeds, bootstrap_counts(groups, b["resamples"], p["seed"]), p["seed"])
     rates = {f"{a} vs {c}": row(v, b["confidence"]) for (a, c), v in judgments.items()}
-    write_json(METRICS, {"enabled": True, "judge": {"model": j["model"], "temperature": j["temperature"], "seed": j["seed"],
-                                                    "max_tokens": j["max_tokens"],
-                                                    "rubric_sha256": rubric_hash(system_prompt(j["rubric"]))},
-                         "usage": {**judge.usage.as_dict(), "wall_seconds": round(wall, 3)}, "identical_answers": sum(r["identical"] for r in results),
-                         **summary(list(rates.values())), "confidence": b["confidence"], "comparisons": rates})
+    identity = {k: j[k] for k in ("model", "temperature", "seed", "max_tokens")}
+    write_json(METRICS, {"enabled": True, "judge": {**identity, "rubric_sha256": rubric_hash(system_prompt(j["rubric"]))},
+                         "usage": {**judge.usage.as_dict(), "wall_seconds": round(wall, 3)},
+                         "identical_answers": sum(r["identical"] for r in results), **summary(list(rates.values())),
+                         "confidence": b["confidence"], "comparisons": rates})
     u = judge.usage
     log.info("judge: %d requests (%d retries, %d unparseable replies), %d prompt and %d completion tokens in %.0f s; "
              "%d of %d distinct ordered judgments from the cache", u.requests, u.retries, u.unparseable, u.prompt_tokens,
@@ -127,12 +126,6 @@ def api_key(variable: str | None) -> str | None:
         raise PipelineError(f"judge.api_key_env names {variable}, which is not set: export {variable}=<your key> (the key "
                             "itself never goes into params), or set judge.api_key_env: null for a server without one")
     return key
-
-
-def shown(url: str) -> str:
-    """The endpoint as logged: any user:password@ in it left out."""
-    parts = urllib.parse.urlsplit(url)
-    return parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")).geturl() if parts.hostname else url
 
 
 def read_cache(path: Path) -> dict[str, dict]:

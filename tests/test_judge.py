@@ -16,7 +16,7 @@ from support.local import free_port
 
 from medqa_scale.core.cli import PipelineError
 from medqa_scale.evaluate.judge import (OUTPUT_FORMAT, Judge, cache_key, combine, consistent, judge_pairs, parse_reply,
-                                        parse_verdict)
+                                        parse_verdict, redacted)
 
 KEY = "sk-test-0123456789"
 RUBRIC = "比较两个回答的医学正确性、安全性和有用性。"
@@ -113,3 +113,13 @@ def test_the_request_budget_stops_the_judge(server):
     judge.verdict([{"role": "system", "content": "r"}, {"role": "user", "content": "【回答A】\na\n\n【回答B】\nbb"}])
     with pytest.raises(PipelineError, match="request budget .1"):
         judge.verdict([{"role": "user", "content": "x"}])
+
+
+def test_credentials_in_the_endpoint_are_never_shown():
+    url = f"http://user:secret@127.0.0.1:{free_port()}/v1"
+    assert redacted(url) == url.replace("user:secret@", "") and redacted("not a url") == "not a url"
+    judge = Judge(url, "m")
+    assert "secret" not in repr(judge)
+    with pytest.raises(PipelineError) as e:
+        judge.verdict([{"role": "user", "content": "x"}])
+    assert "secret" not in str(e.value) and "cannot reach the judge at http://127.0.0.1:" in str(e.value)

@@ -19,6 +19,7 @@ import re
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -42,6 +43,14 @@ RESPONSE_FORMATS = (
 )
 RETRY_STATUS = {429, 500, 502, 503, 504}
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.S)
+
+
+def redacted(url: str) -> str:
+    """The endpoint as messages and logs show it: any user:password@ in it left out."""
+    parts = urllib.parse.urlsplit(url)
+    if not parts.hostname:
+        return url
+    return parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")).geturl()
 
 
 def system_prompt(rubric: str) -> str:
@@ -136,6 +145,7 @@ class Judge:
                  seed: int = 0, max_tokens: int = 256, max_concurrent: int = 4, budget: int = 10_000,
                  timeout_s: float = 120.0, retries: int = 4, backoff_s: float = 1.0):
         self.url = base_url.rstrip("/") + "/chat/completions"
+        self.shown = redacted(self.url)  # what messages name: the endpoint without credentials
         self.model, self.temperature, self.seed, self.max_tokens = model, temperature, seed, max_tokens
         self.max_concurrent, self.budget, self.timeout_s = max_concurrent, budget, timeout_s
         self.retries, self.backoff_s = retries, backoff_s
@@ -144,7 +154,7 @@ class Judge:
         self.usage = Usage()
 
     def __repr__(self) -> str:  # never the key
-        return f"Judge({self.url!r}, model={self.model!r})"
+        return f"Judge({self.shown!r}, model={self.model!r})"
 
     @property
     def identity(self) -> str:
@@ -164,11 +174,11 @@ class Judge:
                 break
             except _Refused as e:
                 if shape is None:
-                    raise PipelineError(f"the judge at {self.url} refused the request ({e}); check judge.model") from None
+                    raise PipelineError(f"the judge at {self.shown} refused the request ({e}); check judge.model") from None
                 with self.usage.lock:
                     if RESPONSE_FORMATS[self.format] is shape:
                         self.format += 1
-                        log.info("the judge at %s refused response_format %s (%s): asking with %s", self.url,
+                        log.info("the judge at %s refused response_format %s (%s): asking with %s", self.shown,
                                  shape["type"], e, (RESPONSE_FORMATS[self.format] or {"type": "the rubric alone"})["type"])
         usage = reply.get("usage") or {}
         with self.usage.lock:
@@ -217,14 +227,14 @@ class Judge:
                     time.sleep(wait)
                     continue
                 if e.code in (401, 403):
-                    raise PipelineError(f"the judge at {self.url} refused the key (HTTP {e.code}): set the API key "
+                    raise PipelineError(f"the judge at {self.shown} refused the key (HTTP {e.code}): set the API key "
                                         "in the environment variable judge.api_key_env names") from None
-                raise PipelineError(f"the judge at {self.url} answered HTTP {e.code}"
+                raise PipelineError(f"the judge at {self.shown} answered HTTP {e.code}"
                                     f"{' after ' + str(self.retries) + ' retries' if e.code in RETRY_STATUS else ''}"
                                     f" ({detail[:200] or 'no detail'}); check the server and judge.model") from None
             except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
                 reason = getattr(e, "reason", e)
-                raise PipelineError(f"cannot reach the judge at {self.url} ({reason}); start the server or fix "
+                raise PipelineError(f"cannot reach the judge at {self.shown} ({reason}); start the server or fix "
                                     "judge.base_url (a local one: python -m llama_cpp.server --model <file.gguf>)") from None
             finally:
                 with self.usage.lock:
