@@ -123,3 +123,11 @@ def test_credentials_in_the_endpoint_are_never_shown():
     with pytest.raises(PipelineError) as e:
         judge.verdict([{"role": "user", "content": "x"}])
     assert "secret" not in str(e.value) and "cannot reach the judge at http://127.0.0.1:" in str(e.value)
+
+
+def test_a_request_the_server_refuses_for_itself_stops_with_its_words_and_keeps_the_schema(server):
+    s = server(lambda body: (400, "This model's maximum context length is 2048 tokens"))
+    judge = Judge(s.url, "m")
+    with pytest.raises(PipelineError, match=r"refused the request \(HTTP 400: .*maximum context length is 2048"):
+        judge.verdict([{"role": "user", "content": "x"}])
+    assert len(s.bodies) == 1 and judge.format == 0  # not taken for a refusal of response_format

@@ -173,8 +173,6 @@ class Judge:
                 reply = self._post(body if shape is None else {**body, "response_format": shape})
                 break
             except _Refused as e:
-                if shape is None:
-                    raise PipelineError(f"the judge at {self.shown} refused the request ({e}); check judge.model") from None
                 with self.usage.lock:
                     if RESPONSE_FORMATS[self.format] is shape:
                         self.format += 1
@@ -216,9 +214,14 @@ class Judge:
                     return json.loads(r.read())
             except urllib.error.HTTPError as e:
                 detail = _error_text(e)
-                # llama-cpp-python's server answers an unknown response_format with 500, not 400
-                if "response_format" in body and (e.code in (400, 422) or "response_format" in detail):
-                    raise _Refused(f"HTTP {e.code}") from None
+                # A refusal of the structured-output form names it (llama-cpp-python's server answers one with
+                # 500, not 400); any other 4xx is about the request itself and stops with the server's words
+                if "response_format" in body and re.search(r"response_format|json_schema|json_object|schema", detail):
+                    raise _Refused(f"HTTP {e.code}: {detail[:200]}") from None
+                if e.code in (400, 404, 413, 422):
+                    raise PipelineError(f"the judge at {self.shown} refused the request (HTTP {e.code}: "
+                                        f"{detail[:300] or 'no detail'}); check judge.model, and that the judge's "
+                                        "context holds the rubric, a question and two answers") from None
                 if e.code in RETRY_STATUS and attempt < self.retries:
                     wait = _retry_after(e) or self.backoff_s * 2 ** attempt
                     log.info("judge: HTTP %d, retrying in %.1f s", e.code, wait)
@@ -243,7 +246,7 @@ class Judge:
 
 
 class _Refused(Exception):
-    """The server refused the request's shape (400/422, or an error naming response_format)."""
+    """The server refused the request's structured-output form (an error that names it)."""
 
 
 def _error_text(error: urllib.error.HTTPError) -> str:
