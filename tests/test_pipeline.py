@@ -18,10 +18,10 @@ import subprocess
 import sys
 
 import pytest
-from ruamel.yaml import YAML
 from safetensors.torch import load_file
 from support.dvc_repo import (REFERENCES, ROOT, RUNS, SCALES, assert_ran, assert_ran_between, back_to_first_run, dvc, dvc_env,
                               exp_run, stages_of)
+from support.workspace import write_params_file
 
 from medqa_scale.core.params import read_yaml
 
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow  # end-to-end DVC runs
 def test_first_run_produces_every_output(repo, first_run):
     expected = stages_of(RUNS) | {
         "check_params", "download_model", "download_data", "preprocess", "data_card", "split", "generate_base",
-        "generate_base_4bit", "evaluate", "download_benchmarks", "benchmark", "summarize"}
+        "generate_base_4bit", "evaluate", "download_benchmarks", "benchmark", "judge", "summarize"}
     assert_ran(first_run, expected)
     assert (repo / "models/base/model.safetensors").exists()
     assert json.loads((repo / "models/base/provenance.json").read_text())["source"] == "builtin"
@@ -224,8 +224,7 @@ def test_a_qlora_knob_reruns_only_the_qlora_side(repo, first_run):
     original = params_file.read_text(encoding="utf-8")
     p = read_yaml(params_file)
     p["quantization"]["bnb_4bit_use_double_quant"] = not p["quantization"]["bnb_4bit_use_double_quant"]
-    with open(params_file, "w", encoding="utf-8") as f:
-        YAML(typ="safe", pure=True).dump(p, f)
+    write_params_file(params_file, p)
     try:
         assert set(json.loads(dvc(repo, "status", "--json").stdout)) == {"check_params"}
         assert_ran(dvc(repo, "repro", "check_params"), {"check_params"})
@@ -244,7 +243,7 @@ def test_lr_change_reruns_exactly_the_training_side(repo, first_run):
     back_to_first_run(repo, first_run)
     out = exp_run(repo, "train.lr=5e-5")
     assert_ran_between(out, {f"{s}@{r}" for r in RUNS for s in ("train", "generate")} | {"check_params"},
-                       {"evaluate", "benchmark", "summarize"})
+                       {"evaluate", "benchmark", "judge", "summarize"})  # judge: new answers (with the judge off, it asks nothing)
     info = json.loads((repo / "metrics/runinfo/train-lora-200-42.json").read_text())
     lr = info["training_arguments"]["learning_rate"]
     assert lr == 5e-05 and isinstance(lr, float)
@@ -276,8 +275,9 @@ def test_lr_change_reruns_exactly_the_training_side(repo, first_run):
 
 
 @pytest.mark.parametrize("module, anchor, rerun", [
-    ("medqa_scale/evaluate/metrics.py", "ROUGE_KEYS = (", "evaluate"),  # rescored, not regenerated
-    ("medqa_scale/evaluate/exam_scoring.py", "SCORINGS = (", "benchmark"),  # no training, no answers
+    # rescored, not regenerated; the judge's intervals use the same bootstrap code, so it reruns too (asking nothing)
+    ("medqa_scale/evaluate/metrics.py", "ROUGE_KEYS = (", {"evaluate", "judge"}),
+    ("medqa_scale/evaluate/exam_scoring.py", "SCORINGS = (", {"benchmark"}),  # no training, no answers
 ])
 def test_editing_scoring_code_reruns_only_its_scoring_and_the_summary(repo, first_run, module, anchor, rerun):
     # summarize reruns when the scores it reads change; this edit changes none
@@ -286,7 +286,7 @@ def test_editing_scoring_code_reruns_only_its_scoring_and_the_summary(repo, firs
     original = path.read_text(encoding="utf-8")
     path.write_text(original.replace(anchor, f"# an edit to the scoring code\n{anchor}"), encoding="utf-8")
     try:
-        assert_ran_between(dvc(repo, "repro"), {rerun}, {"summarize"})
+        assert_ran_between(dvc(repo, "repro"), rerun, {"summarize"})
     finally:
         path.write_text(original, encoding="utf-8")
     dvc(repo, "repro")
@@ -302,8 +302,7 @@ def test_a_new_benchmark_set_reruns_no_training_and_no_generation(repo, first_ru
     original = params_file.read_text(encoding="utf-8")
     p = read_yaml(params_file)
     p["benchmarks"].append({"name": "geography", "role": "retention", "path": "data/external/benchmarks/cmmlu_high_school_geography.csv"})
-    with open(params_file, "w", encoding="utf-8") as f:
-        YAML(typ="safe", pure=True).dump(p, f)
+    write_params_file(params_file, p)
     try:
         out = dvc(repo, "repro")
         # download_data reruns because data/external/ changed, gathers the same records, and stops there.
@@ -323,7 +322,8 @@ def test_another_seed_adds_runs_and_reruns_none_of_the_first(repo, first_run):
     lora = [r for r in RUNS if r.startswith("lora-")]  # LoRA alone keeps the test short; QLoRA's runs are named alike
     out = exp_run(repo, "train.seeds=[42,43]", "methods=[lora]")
     # The one evaluate stage rescores every run (seconds): no run is trained or answered again.
-    assert_ran(out, stages_of([r.replace("-42", "-43") for r in lora]) | {"check_params", "evaluate", "benchmark", "summarize"})
+    assert_ran(out, stages_of([r.replace("-42", "-43") for r in lora]) | {"check_params", "evaluate", "benchmark", "judge",
+                                                                         "summarize"})
     table = (repo / "plots/results_summary.csv").read_text().splitlines()
     header, first = table[0].split(","), dict(zip(table[0].split(","), table[3].split(",")))
     assert len(table) == 1 + 2 + len(lora) and first["run"] == "lora-200" and first["seeds"] == "2"

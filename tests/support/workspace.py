@@ -59,8 +59,7 @@ def build_workspace(ws: Path, tiny_base: Path) -> Path:
     (ws / "data/split").mkdir(parents=True)
     (ws / "data/split/test.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
                                               encoding="utf-8")
-    with open(ws / "params.yaml", "w", encoding="utf-8") as f:
-        YAML(typ="safe", pure=True).dump(p, f)
+    write_params_file(ws / "params.yaml", p)
     return ws
 
 def write_params_file(path: Path, params: dict) -> None:
