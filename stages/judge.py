@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from medqa_scale.core.cli import PipelineError, run
 from medqa_scale.core.durable import read_jsonl, remove_stale, write_json, write_jsonl
 from medqa_scale.core.params import load_params
+from medqa_scale.evaluate.comparison import check_same_questions
 from medqa_scale.evaluate.judge import Judge, judge_pairs, redacted, rubric_hash, system_prompt
 from medqa_scale.evaluate.metrics import bootstrap_counts
 from medqa_scale.evaluate.win_rates import judge_comparisons, judged_comparisons, row, seed_run, summary
@@ -109,11 +110,10 @@ def read_answers(runs: list[str]) -> dict[str, list[dict]]:
     if missing:
         raise PipelineError(f"{PREDICTIONS}/{missing[0]}.jsonl not found ({len(missing)} runs unanswered): run `dvc repro`")
     answers = {r: read_jsonl(PREDICTIONS / f"{r}.jsonl") for r in runs}
-    first = runs[0]
-    for r in runs[1:]:
-        if [a["id"] for a in answers[r]] != [a["id"] for a in answers[first]]:
-            raise PipelineError(f"{PREDICTIONS}/{r}.jsonl answers other test questions than {PREDICTIONS}/{first}.jsonl; "
-                                "regenerate both with the same data/split/test.jsonl and evaluate.max_samples")
+    try:
+        check_same_questions(answers)
+    except ValueError as e:
+        raise PipelineError(f"{PREDICTIONS}: {e}") from None
     return answers
 
 

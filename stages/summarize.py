@@ -92,7 +92,7 @@ def main() -> None:
         with atomic_path(TABLES[name]) as tmp:
             frame.to_csv(tmp, index=False, float_format="%.4f")
     produced_on = caption(tuned)
-    judge = {**read_json(JUDGE_METRICS), **judged_summary([judged_row(j, confidence) for j in judgments.values()])} if judgments else None
+    judge = {**read_json(JUDGE_METRICS), **judged_summary([c for c in pairs if "judged_pairs" in c])} if judgments else None
     if fits:
         plot_scaling(fits, {k: f"{label_of(k)} ({'lower' if k == 'nll' else 'higher'} is better)" for k in fitted},
                      FIGURES["scaling"], produced_on)

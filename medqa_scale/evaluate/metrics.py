@@ -213,20 +213,25 @@ def bootstrap_indices(n: int, resamples: int, seed: int) -> np.ndarray:
     return bootstrap_counts([str(i) for i in range(n)], resamples, seed)
 
 
+def seed_weights(resamples: int, seeds: int, rng: np.random.Generator | None) -> np.ndarray:
+    """(resamples, seeds): each seed's weight in each resample, its seeds drawn with replacement
+    from `rng` (each draw weighs 1/seeds); one seed weighs 1 without drawing."""
+    if seeds > 1 and rng is None:
+        raise ValueError(f"{seeds} seeds are resampled too: pass rng, a numpy Generator")
+    picks = np.zeros((resamples, seeds))
+    drawn = rng.integers(0, seeds, size=(resamples, seeds)) if seeds > 1 else np.zeros((resamples, 1), dtype=int)
+    np.add.at(picks, (np.arange(resamples)[:, None], drawn), 1 / seeds)
+    return picks
+
+
 def resampled(table: dict[str, np.ndarray], counts: np.ndarray, rng: np.random.Generator | None = None
               ) -> dict[str, np.ndarray]:
     """Each metric over the resamples of `counts` (bootstrap_counts), (resamples,). With several
     seeds this is a two-level bootstrap: each resample also draws the seeds with replacement (from
     `rng`) and averages them, so the interval holds the spread between training runs as well as
     between questions."""
-    resamples = counts.shape[0]
     means, corpus = _metrics_of(table)
-    seeds = next(iter(table.values())).shape[0]
-    if seeds > 1 and rng is None:
-        raise ValueError(f"{seeds} seeds are resampled too: pass rng, a numpy Generator")
-    picks = np.zeros((resamples, seeds))
-    drawn = rng.integers(0, seeds, size=(resamples, seeds)) if seeds > 1 else np.zeros((resamples, 1), dtype=int)
-    np.add.at(picks, (np.arange(resamples)[:, None], drawn), 1 / seeds)  # weight of each seed
+    picks = seed_weights(counts.shape[0], next(iter(table.values())).shape[0], rng)
     weights = counts / counts.sum(axis=1, keepdims=True)
     per_seed = {k: weights @ table[k].T for k in means}  # (resamples, seeds)
     for k in corpus:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from medqa_scale.core.params import BASE_4BIT_RUN, BASE_RUN, setup_name
-from medqa_scale.evaluate.metrics import interval, paired_p_value
+from medqa_scale.evaluate.metrics import interval, paired_p_value, seed_weights
 
 REFERENCE_OF = {"lora": BASE_RUN, "qlora": BASE_4BIT_RUN}  # what each method's adapter is trained on
 WIN_RATE = "win-rate"  # the metric's name in the tables, comparisons and report.primary_metric
@@ -58,16 +58,11 @@ def judged(outcomes: list[list[str]], consistent: list[list[bool]], counts: np.n
     points = {"win": (o == "win") * 1.0, "tie": (o == "tie") * 1.0, "loss": (o == "loss") * 1.0,
               "consistent": np.asarray(consistent, dtype=float) * valid}
     points[WIN_RATE] = 100 * (points["win"] + points["tie"] / 2)
-    seeds = o.shape[0]
     with np.errstate(invalid="ignore", divide="ignore"):
         values = {k: v.sum(axis=1) / valid.sum(axis=1) for k, v in points.items()}
         drawn_valid = counts @ valid.T  # (resamples, seeds)
         per_seed = {k: (counts @ v.T) / drawn_valid for k, v in points.items()}
-    if seeds > 1 and rng is None:
-        raise ValueError(f"{seeds} seeds are resampled too: pass rng, a numpy Generator")
-    drawn = rng.integers(0, seeds, size=(counts.shape[0], seeds)) if seeds > 1 else np.zeros((counts.shape[0], 1), dtype=int)
-    picks = np.zeros((counts.shape[0], seeds))
-    np.add.at(picks, (np.arange(counts.shape[0])[:, None], drawn), 1 / seeds)
+    picks = seed_weights(counts.shape[0], o.shape[0], rng)
     with np.errstate(invalid="ignore", divide="ignore"):  # a seed whose drawn pairs are all unparseable: left out
         resamples = {k: (np.nan_to_num(v) * picks).sum(axis=1) / (picks * ~np.isnan(v)).sum(axis=1) for k, v in per_seed.items()}
     return Judged(values, resamples, int(o.size), int(o.size - valid.sum()), int(points["consistent"].sum()))
